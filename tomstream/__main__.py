@@ -1,0 +1,3 @@
+from tomstream.cli import main
+
+main()

@@ -1,0 +1,110 @@
+"""Prometheus metrics shared by every service, and the small HTTP server that exposes them.
+
+The server answers ``/metrics`` (Prometheus text format), ``/healthz`` (the process is alive)
+and ``/readyz`` (the service has said it is ready, e.g. its consumer got partitions).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+CONSUMED = Counter(
+    "tomstream_messages_consumed_total", "Messages read from Kafka", ["service", "topic"]
+)
+STORED = Counter(
+    "tomstream_messages_stored_total", "Messages whose data is durably stored", ["service", "topic"]
+)
+DEAD_LETTERED = Counter(
+    "tomstream_messages_dead_lettered_total",
+    "Messages sent to a dead-letter topic (undecodable or unstorable)",
+    ["service", "topic"],
+)
+STORE_RETRIES = Counter(
+    "tomstream_store_retries_total",
+    "Batches whose store failed transiently and is retried (nothing committed meanwhile)",
+    ["service"],
+)
+BATCH_SECONDS = Histogram(
+    "tomstream_batch_store_seconds",
+    "Time to store one batch durably",
+    ["service"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_SIZE = Histogram(
+    "tomstream_batch_size_messages",
+    "Messages per stored batch",
+    ["service"],
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+CONSUMER_LAG = Gauge(
+    "tomstream_consumer_lag_messages",
+    "Messages behind the end of the partition (from librdkafka statistics)",
+    ["service", "topic", "partition"],
+)
+
+
+class _Ready:
+    """The readiness flag served by /readyz."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self, ready: bool) -> None:
+        if ready:
+            self._event.set()
+        else:
+            self._event.clear()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+
+READY = _Ready()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._reply(200, b'{"status": "ok"}', "application/json")
+        elif path == "/readyz":
+            ready = bool(READY)
+            body = json.dumps({"status": "ok" if ready else "not ready"}).encode()
+            self._reply(200 if ready else 503, body, "application/json")
+        else:
+            self._reply(404, b'{"status": "error", "error": "not found"}', "application/json")
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes every few seconds would drown the service's own log."""
+
+
+def serve_metrics(host: str, port: int) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz from a daemon thread; port 0 picks a free port."""
+    server = ThreadingHTTPServer((host, port), _Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
+def record_librdkafka_stats(service: str, stats_json: str) -> None:
+    """librdkafka ``stats_cb``: publish each assigned partition's consumer lag."""
+    stats = json.loads(stats_json)
+    for topic, topic_stats in stats.get("topics", {}).items():
+        for partition, part in topic_stats.get("partitions", {}).items():
+            lag = part.get("consumer_lag", -1)
+            if partition != "-1" and lag >= 0:
+                CONSUMER_LAG.labels(service, topic, partition).set(lag)

@@ -1,0 +1,1 @@
+"""I/O with the stores: PostgreSQL (tables, migrations) and MongoDB (raw messages)."""
