@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +105,16 @@ def servers() -> Iterator[Servers]:
         yield found
 
 
-@pytest.fixture(scope="session")
-def test_settings(servers: Servers) -> Iterator[Settings]:
-    """Settings for this session's own database, Mongo database and topic prefix."""
-    run_id = uuid.uuid4().hex[:10]
+@dataclass(frozen=True)
+class Isolated:
+    """A deployment of its own on the test servers: database, Mongo database, topic prefix."""
+
+    settings: Settings
+    env: dict[str, str]  # for a ``tomstream`` subprocess
+
+
+def _isolate(servers: Servers, stack: ExitStack, label: str) -> Isolated:
+    run_id = f"{label}{uuid.uuid4().hex[:8]}"
     database = f"tomstream_test_{run_id}"
     base_dsn, _, _ = servers.postgres_dsn.rpartition("/")
     with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
@@ -121,25 +127,47 @@ def test_settings(servers: Servers) -> Iterator[Settings]:
         topic_prefix=f"test-{run_id}-",
     )
     migrate(settings.postgres_dsn)
-    yield settings
-    with MongoClient(settings.mongodb_uri) as client:
-        client.drop_database(database)
-    with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    def drop() -> None:
+        with MongoClient(settings.mongodb_uri) as client:
+            client.drop_database(database)
+        with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    stack.callback(drop)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOMSTREAM_")}
+    env.update(
+        TOMSTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        TOMSTREAM_POSTGRES_DSN=settings.postgres_dsn,
+        TOMSTREAM_MONGODB_URI=settings.mongodb_uri,
+        TOMSTREAM_MONGODB_DATABASE=settings.mongodb_database,
+        TOMSTREAM_TOPIC_PREFIX=settings.topic_prefix,
+    )
+    return Isolated(settings, env)
 
 
 @pytest.fixture(scope="session")
-def service_env(test_settings: Settings) -> dict[str, str]:
-    """The environment for a ``tomstream`` subprocess that uses the test servers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOMSTREAM_")}
-    env.update(
-        TOMSTREAM_KAFKA_BOOTSTRAP_SERVERS=test_settings.kafka_bootstrap_servers,
-        TOMSTREAM_POSTGRES_DSN=test_settings.postgres_dsn,
-        TOMSTREAM_MONGODB_URI=test_settings.mongodb_uri,
-        TOMSTREAM_MONGODB_DATABASE=test_settings.mongodb_database,
-        TOMSTREAM_TOPIC_PREFIX=test_settings.topic_prefix,
-    )
-    return env
+def isolated(servers: Servers) -> Iterator[Callable[[str], Isolated]]:
+    """A factory of isolated deployments, for tests whose counts must start from zero."""
+    with ExitStack() as stack:
+        yield lambda label="": _isolate(servers, stack, label)
+
+
+@pytest.fixture(scope="session")
+def session_deployment(isolated: Callable[[str], Isolated]) -> Isolated:
+    return isolated("s")
+
+
+@pytest.fixture(scope="session")
+def test_settings(session_deployment: Isolated) -> Settings:
+    """Settings for this session's own database, Mongo database and topic prefix."""
+    return session_deployment.settings
+
+
+@pytest.fixture(scope="session")
+def service_env(session_deployment: Isolated) -> dict[str, str]:
+    """The environment for a ``tomstream`` subprocess that uses ``test_settings``."""
+    return session_deployment.env
 
 
 def missing_reference(message: str) -> None:

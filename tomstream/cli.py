@@ -5,12 +5,16 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from services.broker_poll.cli import broker_poll
+from services.fakebroker.cli import fakebroker
+from services.ingest.cli import ingest
+from tomstream.cli_options import BatchSize, CommandError, ExitOnIdle, GroupId, console
 from tomstream.config import SettingsError, settings
 
 app = typer.Typer(
@@ -32,32 +36,15 @@ roundtrip_app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
+report_app = typer.Typer(
+    help="Plots and tables of a run, from what the services stored.", no_args_is_help=True
+)
 app.add_typer(roundtrip_app, name="roundtrip")
-
-# Options every consuming service shares.
-ExitOnIdle = Annotated[
-    float | None,
-    typer.Option(
-        "--exit-on-idle",
-        metavar="SECONDS",
-        help="Stop once no message arrived for this long (for tests and backfills).",
-    ),
-]
-GroupId = Annotated[
-    str | None,
-    typer.Option(
-        "--group-id",
-        metavar="ID",
-        help="Kafka consumer group [default: <topic prefix>tomstream-<service>]. "
-        "A new group starts from the earliest offset, so a replay is one new group id.",
-    ),
-]
-
-console = Console(highlight=False)
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit status 1."""
+app.add_typer(report_app, name="report")
+app.add_typer(__import__("services.sim.cli", fromlist=["sim_app"]).sim_app, name="sim")
+app.command("ingest")(ingest)
+app.command("fakebroker")(fakebroker)
+app.command("broker-poll")(broker_poll)
 
 
 # ---------------------------------------------------------------------------------------- stack
@@ -164,7 +151,7 @@ def roundtrip_consume(
     exit_on_idle: ExitOnIdle = None,
     group_id: GroupId = None,
     topic: TopicOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 200,
+    batch_size: BatchSize = 200,
 ) -> None:
     """Consume pings into PostgreSQL and MongoDB with the shared consumer core."""
     from tomstream import roundtrip
@@ -214,25 +201,112 @@ def _roundtrip(count: int) -> None:
     console.print(f"[green]round trip complete[/] in {time.monotonic() - started:.1f} s")
 
 
+# ---------------------------------------------------------------------------------------- stats
+
+
+@app.command("stats")
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Count what tomstream stores.
+
+    Objects, sources, forced sources, alerts, raw alerts, classifiers, broker messages,
+    classifications (class-id/probability pairs) and dead letters.
+    """
+    import json
+
+    from tomstream.stats import collect
+
+    counts = collect(settings())
+    if as_json:
+        print(json.dumps(counts))
+        return
+    table = Table("what", "count")
+    for name, count in counts.items():
+        table.add_row(name.replace("_", " "), f"{count:,}")
+    console.print(table)
+
+
+# --------------------------------------------------------------------------------------- report
+
+OutDir = Annotated[
+    Path, typer.Option("--out", metavar="DIR", help="Where to write the PNG and the CSV.")
+]
+
+
+@report_app.command("delays")
+def report_delays(out: OutDir = Path("report")) -> None:
+    """DESC-style delay histograms per broker and classifier (log10 seconds).
+
+    full = our ingest - alert publish; broker = classification Kafka time - alert publish;
+    TOM = our ingest - classification Kafka time. Writes delays.png and delays.csv.
+    """
+    from tomstream import report
+
+    stats = report.delays(settings(), out)
+    table = Table("broker", "classifier", "delay", "messages", "p50 s", "p90 s", "p99 s")
+    for s in stats:
+        table.add_row(
+            s.broker, s.classifier, s.delay, f"{s.count:,}",
+            f"{s.p50_s:.3f}", f"{s.p90_s:.3f}", f"{s.p99_s:.3f}",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"wrote {out / 'delays.png'} and {out / 'delays.csv'}")
+
+
+@report_app.command("throughput")
+def report_throughput(out: OutDir = Path("report")) -> None:
+    """Alerts and classifications stored per second over the run (throughput.png, .csv)."""
+    from tomstream import report
+
+    peaks = report.throughput(settings(), out)
+    for name, peak in peaks.items():
+        console.print(f"peak {name}: {peak:,} per second")
+    console.print(f"wrote {out / 'throughput.png'} and {out / 'throughput.csv'}")
+
+
 # ----------------------------------------------------------------------------------------- demo
 
 
 @app.command("demo")
-def demo(count: Count = 1000) -> None:
-    """The main job: bring the stack up, migrate, and run a visible round trip through Kafka."""
+def demo(
+    objects: Annotated[int, typer.Option(min=1, help="Synthetic objects.")] = 3000,
+    days: Annotated[int, typer.Option(min=1, help="Nights of synthetic survey.")] = 30,
+    seed: Annotated[int, typer.Option(help="Synthetic survey seed.")] = 1,
+    snana: Annotated[
+        Path | None,
+        typer.Option(
+            help="Stream a real ELAsTiCC2 SNANA FITS set (directory or .tar.bz2) instead."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where the plots, the summary and the logs go.")] = Path(
+        "demo-output"
+    ),
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Keep everything running until Ctrl-C.")
+    ] = False,
+) -> None:
+    """The main job: the whole system end to end on a simulated survey.
+
+    Brings up the local stack (unless servers are given in the environment), migrates,
+    checks Kafka and both stores with a round trip, starts every service, streams a synthetic
+    survey through the fake broker with a progress bar per stage, and prints a summary.
+    """
+    from tomstream.demo import DemoOptions, run_demo, summary_table, write_summary
     from tomstream.storage.migrations import migrate
 
+    options = DemoOptions(objects, days, seed, snana, out, serve)
     console.rule("1. local stack")
     stack_up()
     console.rule("2. database migrations")
     applied = migrate(settings().postgres_dsn)
     console.print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
-    console.rule("3. round trip")
-    _roundtrip(count)
-    console.print(
-        "The stack keeps running: [bold]tomstream stack status[/], "
-        "[bold]tomstream stack down[/] to stop it."
-    )
+    console.rule("3. round trip through Kafka into both stores")
+    _roundtrip(200)
+    result = run_demo(settings(), options, console)
+    console.print(summary_table(result, options))
+    write_summary(result, out / "summary.json")
+    console.print(f"summary written to {out / 'summary.json'}")
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -240,6 +314,8 @@ def demo(count: Count = 1000) -> None:
 
 def main() -> None:
     """Entry point: one clear line instead of a traceback for a user's mistake."""
+    import psycopg
+
     from tomstream.stack import StackError
 
     try:
@@ -247,3 +323,10 @@ def main() -> None:
     except (SettingsError, StackError, CommandError) as exc:
         print(f"tomstream: {exc}", file=sys.stderr)
         sys.exit(1 if not isinstance(exc, SettingsError) else 2)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"tomstream: cannot use PostgreSQL ({settings().postgres_dsn}): {reason}",
+            file=sys.stderr,
+        )
+        sys.exit(1)

@@ -26,7 +26,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -46,7 +46,7 @@ from arroyo.types import BrokerValue, Commit, Message, Partition, Topic
 
 from tomstream import metrics
 from tomstream.config import Settings
-from tomstream.kafka import ensure_topics, make_producer
+from tomstream.kafka import Outgoing, deliver, ensure_topics, make_producer
 
 log = structlog.get_logger(__name__)
 
@@ -140,15 +140,15 @@ class DeadLetters:
         self._service = service
 
     def send(self, rejected: Sequence[Rejected]) -> None:
-        failures: list[str] = []
+        deliver(self._producer, (self._dead_letter(item) for item in rejected))
 
-        def on_delivery(error: Any, _message: Any) -> None:
-            if error is not None:
-                failures.append(str(error))
-
-        for item in rejected:
-            msg = item.message
-            headers = [
+    def _dead_letter(self, item: Rejected) -> Outgoing:
+        msg = item.message
+        return Outgoing(
+            topic=msg.topic + DLQ_SUFFIX,
+            value=msg.payload,
+            key=msg.key,
+            headers=[
                 *msg.headers,
                 ("dlq.source.topic", msg.topic.encode()),
                 ("dlq.source.partition", str(msg.partition).encode()),
@@ -156,36 +156,28 @@ class DeadLetters:
                 ("dlq.stage", item.stage.encode()),
                 ("dlq.error", item.error.encode(errors="replace")[:4000]),
                 ("dlq.service", self._service.encode()),
-            ]
-            self._producer.produce(
-                msg.topic + DLQ_SUFFIX,
-                value=msg.payload,
-                key=msg.key,
-                headers=headers,
-                on_delivery=on_delivery,
-            )
-        remaining = self._producer.flush(30)
-        if remaining or failures:
-            from confluent_kafka import KafkaException
+            ],
+        )
 
-            raise KafkaException(f"dead letters not delivered: {failures or remaining}")
+
+@dataclass(frozen=True)
+class _Context:
+    """What every step of one consumer's pipeline shares."""
+
+    handler: BatchHandler[Any]
+    dead_letters: DeadLetters
+    service: str
+    stats: ConsumerStats
 
 
 class StoreBatch(ProcessingStrategy[Sequence[BrokerValue[Decoded[Any] | Rejected]]]):
     """Stores a batch through the handler, dead-letters what it must, then passes it on."""
 
-    def __init__(
-        self,
-        handler: BatchHandler[Any],
-        dead_letters: DeadLetters,
-        service: str,
-        stats: ConsumerStats,
-        next_step: ProcessingStrategy[Any],
-    ) -> None:
-        self._handler = handler
-        self._dead_letters = dead_letters
-        self._service = service
-        self._stats = stats
+    def __init__(self, context: _Context, next_step: ProcessingStrategy[Any]) -> None:
+        self._handler = context.handler
+        self._dead_letters = context.dead_letters
+        self._service = context.service
+        self._stats = context.stats
         self._next = next_step
         self._failures = 0
         # Dead letters already delivered for the batch being retried: not sent twice.
@@ -284,9 +276,7 @@ class StoreBatch(ProcessingStrategy[Sequence[BrokerValue[Decoded[Any] | Rejected
         self._next.terminate()
 
 
-def _decode_step(
-    handler: BatchHandler[Any], service: str, stats: ConsumerStats, message: Message[KafkaPayload]
-) -> Decoded[Any] | Rejected:
+def _decode_step(context: _Context, message: Message[KafkaPayload]) -> Decoded[Any] | Rejected:
     value = message.value
     assert isinstance(value, BrokerValue)
     payload = value.payload
@@ -299,29 +289,18 @@ def _decode_step(
         payload=payload.value,
         headers=tuple((name, bytes(data)) for name, data in payload.headers),
     )
-    stats.consumed += 1
-    stats.last_activity = time.monotonic()
-    metrics.CONSUMED.labels(service, incoming.topic).inc()
+    context.stats.consumed += 1
+    context.stats.last_activity = time.monotonic()
+    metrics.CONSUMED.labels(context.service, incoming.topic).inc()
     try:
-        return Decoded(incoming, handler.decode(incoming))
-    except handler.bad_input as error:
+        return Decoded(incoming, context.handler.decode(incoming))
+    except context.handler.bad_input as error:
         return Rejected(incoming, "decode", f"{type(error).__name__}: {error}")
 
 
 class _Factory(ProcessingStrategyFactory[KafkaPayload]):
-    def __init__(
-        self,
-        handler: BatchHandler[Any],
-        dead_letters: DeadLetters,
-        service: str,
-        stats: ConsumerStats,
-        batch_size: int,
-        batch_time_s: float,
-    ) -> None:
-        self._handler = handler
-        self._dead_letters = dead_letters
-        self._service = service
-        self._stats = stats
+    def __init__(self, context: _Context, batch_size: int, batch_time_s: float) -> None:
+        self._context = context
         self._batch_size = batch_size
         self._batch_time_s = batch_time_s
 
@@ -333,13 +312,11 @@ class _Factory(ProcessingStrategyFactory[KafkaPayload]):
             "partitions assigned",
             partitions=sorted(f"{p.topic.name}[{p.index}]" for p in partitions),
         )
-        store = StoreBatch(
-            self._handler, self._dead_letters, self._service, self._stats, CommitOffsets(commit)
-        )
+        store = StoreBatch(self._context, CommitOffsets(commit))
         batch = BatchStep(
             max_batch_size=self._batch_size, max_batch_time=self._batch_time_s, next_step=store
         )
-        return RunTask(partial(_decode_step, self._handler, self._service, self._stats), batch)
+        return RunTask(partial(_decode_step, self._context), batch)
 
 
 def default_group_id(settings: Settings, service: str) -> str:
@@ -358,6 +335,145 @@ def subscription(topics: Sequence[str]) -> str:
     return "^(" + "|".join(f"({part})" for part in parts) + ")"
 
 
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One consumer of a service: what it reads, from where, and who handles it."""
+
+    handler: BatchHandler[Any]
+    service: str
+    topics: Sequence[str]
+    group_id: str | None = None
+    batch_size: int = 1000
+    batch_time_s: float = 0.5
+    #: librdkafka settings of the cluster to read from (default: tomstream's own Kafka).
+    kafka_config: Mapping[str, Any] | None = None
+
+
+class _RunningConsumer:
+    def __init__(self, spec: ConsumerSpec, settings: Settings, dead_letters: DeadLetters) -> None:
+        own_cluster = spec.kafka_config is None
+        literal = [t for t in spec.topics if not t.startswith("^")]
+        if own_cluster and literal:
+            ensure_topics(settings, literal)
+        self.spec = spec
+        self.group = spec.group_id or default_group_id(settings, spec.service)
+        self.stats = ConsumerStats()
+        config: dict[str, Any] = {
+            **(settings.kafka_client_config() if own_cluster else spec.kafka_config),
+            "group.id": self.group,
+            "auto.offset.reset": "earliest",  # a new group reads everything: replay = new group
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": False,
+            "session.timeout.ms": settings.kafka_session_timeout_ms,
+            "topic.metadata.refresh.interval.ms": 10_000,  # pick up new topics of a pattern
+            "statistics.interval.ms": 5_000,
+            "stats_cb": partial(metrics.record_librdkafka_stats, spec.service),
+        }
+        self.processor = StreamProcessor(
+            KafkaConsumer(config),
+            Topic(subscription(spec.topics)),
+            _Factory(
+                _Context(spec.handler, dead_letters, spec.service, self.stats),
+                spec.batch_size,
+                spec.batch_time_s,
+            ),
+            join_timeout=JOIN_TIMEOUT_S,
+        )
+
+    def idle_for(self, idle_s: float, now: float) -> bool:
+        # Idle means the loop runs freely and finds nothing: not a loop blocked in a slow
+        # commit or a store being retried, which would otherwise look the same.
+        loop_running = now - self.stats.last_loop < 1.0
+        return not self.stats.retrying and loop_running and now - self.stats.last_activity > idle_s
+
+
+def run_consumers(
+    specs: Sequence[ConsumerSpec],
+    *,
+    settings: Settings,
+    exit_on_idle_s: float | None = None,
+) -> list[ConsumerStats]:
+    """Run consumers until SIGTERM/SIGINT, or until all were idle for ``exit_on_idle_s``.
+
+    One consumer runs in the calling thread; several run in threads of their own, and stop
+    together. The process serves /metrics, /healthz and /readyz meanwhile.
+    """
+    dead_letters = DeadLetters(settings, specs[0].service)
+    consumers = [_RunningConsumer(spec, settings, dead_letters) for spec in specs]
+    server = metrics.serve_metrics(settings.metrics_host, settings.metrics_port)
+    for consumer in consumers:
+        log.info(
+            "consuming",
+            topics=list(consumer.spec.topics),
+            group_id=consumer.group,
+            metrics=f"http://{settings.metrics_host}:{server.server_port}/metrics",
+        )
+
+    def stop_all() -> None:
+        for consumer in consumers:
+            consumer.processor.signal_shutdown()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("shutting down", signal=signal.Signals(signum).name)
+        stop_all()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    done = threading.Event()
+    if exit_on_idle_s is not None:
+        threading.Thread(
+            target=_watch_idle,
+            args=(consumers, exit_on_idle_s, stop_all, done),
+            name="idle-watch",
+            daemon=True,
+        ).start()
+    try:
+        _run_all(consumers, stop_all)
+    finally:
+        done.set()
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
+        metrics.READY.set(False)
+        server.shutdown()
+        for consumer in consumers:
+            consumer.spec.handler.close()
+    for consumer in consumers:
+        log.info(
+            "stopped",
+            topics=list(consumer.spec.topics),
+            consumed=consumer.stats.consumed,
+            stored=consumer.stats.stored,
+            dead_lettered=consumer.stats.dead_lettered,
+        )
+    return [consumer.stats for consumer in consumers]
+
+
+def _run_all(consumers: list[_RunningConsumer], stop_all: Callable[[], None]) -> None:
+    if len(consumers) == 1:
+        consumers[0].processor.run()
+        return
+    errors: list[BaseException] = []
+
+    def run(consumer: _RunningConsumer) -> None:
+        try:
+            consumer.processor.run()
+        except BaseException as error:  # one consumer failing stops the process
+            errors.append(error)
+            stop_all()
+
+    threads = [
+        threading.Thread(target=run, args=(c,), name=f"consumer-{i}", daemon=True)
+        for i, c in enumerate(consumers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():  # join in slices so the main thread still takes signals
+            thread.join(0.5)
+    if errors:
+        raise errors[0]
+
+
 def run_consumer(
     handler: BatchHandler[Any],
     *,
@@ -368,85 +484,21 @@ def run_consumer(
     batch_size: int = 1000,
     batch_time_s: float = 0.5,
     exit_on_idle_s: float | None = None,
-    consumer_config: Mapping[str, Any] | None = None,
 ) -> ConsumerStats:
-    """Run until SIGTERM/SIGINT (or ``exit_on_idle_s`` without messages); return the counts."""
-    literal = [t for t in topics if not t.startswith("^")]
-    if literal:
-        ensure_topics(settings, literal)
-    group = group_id or default_group_id(settings, service)
-    config: dict[str, Any] = {
-        **settings.kafka_client_config(),
-        **(consumer_config or {}),
-        "group.id": group,
-        "auto.offset.reset": "earliest",  # a new group reads everything: a replay is one command
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": False,
-        "session.timeout.ms": settings.kafka_session_timeout_ms,
-        "topic.metadata.refresh.interval.ms": 10_000,  # pick up new topics matching a pattern
-        "statistics.interval.ms": 5_000,
-        "stats_cb": partial(metrics.record_librdkafka_stats, service),
-    }
-    stats = ConsumerStats()
-    dead_letters = DeadLetters(settings, service)
-    processor = StreamProcessor(
-        KafkaConsumer(config),
-        Topic(subscription(topics)),
-        _Factory(handler, dead_letters, service, stats, batch_size, batch_time_s),
-        join_timeout=JOIN_TIMEOUT_S,
-    )
-    server = metrics.serve_metrics(settings.metrics_host, settings.metrics_port)
-    log.info(
-        "consuming",
-        topics=list(topics),
-        group_id=group,
-        metrics=f"http://{settings.metrics_host}:{server.server_port}/metrics",
-    )
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("shutting down", signal=signal.Signals(signum).name)
-        processor.signal_shutdown()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    stop_watching = threading.Event()
-    if exit_on_idle_s is not None:
-        threading.Thread(
-            target=_watch_idle,
-            args=(processor, stats, exit_on_idle_s, stop_watching),
-            name="idle-watch",
-            daemon=True,
-        ).start()
-    try:
-        processor.run()
-    finally:
-        stop_watching.set()
-        for sig, handler_before in previous.items():
-            signal.signal(sig, handler_before)
-        metrics.READY.set(False)
-        server.shutdown()
-        handler.close()
-    log.info(
-        "stopped",
-        consumed=stats.consumed,
-        stored=stats.stored,
-        dead_lettered=stats.dead_lettered,
-    )
-    return stats
+    """Run one consumer of our own Kafka (see :func:`run_consumers`); return its counts."""
+    spec = ConsumerSpec(handler, service, topics, group_id, batch_size, batch_time_s)
+    return run_consumers([spec], settings=settings, exit_on_idle_s=exit_on_idle_s)[0]
 
 
 def _watch_idle(
-    processor: StreamProcessor[KafkaPayload],
-    stats: ConsumerStats,
+    consumers: list[_RunningConsumer],
     idle_s: float,
-    stop: threading.Event,
+    stop_all: Callable[[], None],
+    done: threading.Event,
 ) -> None:
-    while not stop.wait(0.2):
+    while not done.wait(0.2):
         now = time.monotonic()
-        # Idle means the loop runs freely and finds nothing: not a loop blocked in a slow
-        # commit or a store being retried, which would otherwise look the same.
-        loop_running = now - stats.last_loop < 1.0
-        if not stats.retrying and loop_running and now - stats.last_activity > idle_s:
+        if all(consumer.idle_for(idle_s, now) for consumer in consumers):
             log.info("no message for a while, exiting", idle_s=idle_s)
-            processor.signal_shutdown()
+            stop_all()
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -24,6 +25,49 @@ def make_producer(settings: Settings, **overrides: object) -> Producer:
     }
     config.update(overrides)
     return Producer(config)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    value: bytes
+    key: str | bytes | None = None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def deliver(producer: Producer, messages: Iterable[Outgoing], timeout_s: float = 30.0) -> int:
+    """Produce messages and wait until Kafka acknowledged every one; return how many.
+
+    Raises KafkaException if any was refused or not acknowledged in time, so a caller that
+    commits only after this returns never commits past an undelivered message.
+    """
+    failures: list[str] = []
+
+    def on_delivery(error: KafkaError | None, _message: object) -> None:
+        if error is not None:
+            failures.append(error.str())
+
+    count = 0
+    for message in messages:
+        producer.produce(
+            message.topic,
+            message.value,
+            key=message.key,
+            headers=message.headers,
+            on_delivery=on_delivery,
+        )
+        producer.poll(0)  # serve delivery callbacks, so the local queue does not fill up
+        count += 1
+    unacknowledged = producer.flush(timeout_s)
+    if failures or unacknowledged:
+        raise KafkaException(
+            KafkaError(
+                KafkaError._MSG_TIMED_OUT if unacknowledged else KafkaError._FAIL,
+                f"{len(failures)} refused, {unacknowledged} unacknowledged after {timeout_s} s: "
+                f"{failures[:3]}",
+            )
+        )
+    return count
 
 
 def ensure_topics(settings: Settings, names: Iterable[str], partitions: int = 1) -> None:

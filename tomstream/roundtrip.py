@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from tomstream import avro
 from tomstream.config import Settings
 from tomstream.consumer import BatchHandler, ConsumerStats, Decoded, Incoming, run_consumer
-from tomstream.kafka import ensure_topics, make_producer
+from tomstream.kafka import Outgoing, deliver, ensure_topics, make_producer
 from tomstream.storage.mongo import insert_new, mongo_database
 from tomstream.storage.postgres import Postgres
 
@@ -103,14 +103,19 @@ def produce(settings: Settings, count: int, first_id: int, topic: str | None = N
     """Produce ``count`` pings with ids ``first_id`` … ``first_id + count - 1``."""
     topic = topic or settings.topic(TOPIC)
     ensure_topics(settings, [topic])
-    producer = make_producer(settings)
     now = datetime.now(UTC)
-    for message_id in range(first_id, first_id + count):
-        ping = Ping(message_id=message_id, payload=f"ping {message_id}", produced_at=now)
-        producer.produce(topic, avro.encode(SCHEMA, ping.to_record()), key=str(message_id))
-        producer.poll(0)
-    if producer.flush(60):
-        raise RuntimeError("Kafka did not acknowledge every message within 60 s")
+    deliver(
+        make_producer(settings),
+        (
+            Outgoing(topic, avro.encode(SCHEMA, ping(message_id, now).to_record()), str(message_id))
+            for message_id in range(first_id, first_id + count)
+        ),
+        timeout_s=60,
+    )
+
+
+def ping(message_id: int, produced_at: datetime) -> Ping:
+    return Ping(message_id=message_id, payload=f"ping {message_id}", produced_at=produced_at)
 
 
 def consume(

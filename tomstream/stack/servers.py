@@ -332,6 +332,9 @@ class FerretDB(Server):
                 f"-listen=127.0.0.1:{LOCAL_MONGODB_PORT}",
                 "-handler=sqlite",
                 f"-sqlite-url=file:{data}/",
+                # FerretDB logs every unsupported command (e.g. pymongo's endSessions) as a
+                # warning with the whole reply: only errors are worth a line.
+                "-log-level=error",
             ]
         )
 

@@ -22,18 +22,23 @@ def mongo_database(settings: Settings) -> Database[dict[str, Any]]:
     return client[settings.mongodb_database]
 
 
-def insert_new(collection: Collection[dict[str, Any]], documents: Sequence[dict[str, Any]]) -> int:
+def insert_new(
+    collection: Collection[dict[str, Any]], documents: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Insert documents keyed by ``_id``; ones already there are left as they are.
 
-    Returns how many were new. Unordered, so one duplicate does not stop the rest.
+    Returns the documents that were not inserted because their ``_id`` existed. Insert-only on
+    purpose: unordered ``insert_many`` is fast on every MongoDB-wire server, while bulk upserts
+    are two orders of magnitude slower on FerretDB.
     """
     if not documents:
-        return 0
+        return []
     try:
-        return len(collection.insert_many(documents, ordered=False).inserted_ids)
+        collection.insert_many(documents, ordered=False)
     except BulkWriteError as error:
         details = error.details
-        others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-        if others or details.get("writeConcernErrors"):
+        errors = details.get("writeErrors", [])
+        if details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
-        return int(details.get("nInserted", 0))
+        return [documents[e["index"]] for e in errors]
+    return []

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
@@ -38,3 +39,32 @@ class Postgres:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def copy_insert(
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    on_conflict: str = "ON CONFLICT DO NOTHING",
+) -> int:
+    """Bulk insert through COPY into a temporary staging table; return the rows inserted.
+
+    COPY is several times faster than INSERTs but cannot skip or merge conflicting rows; the
+    staging table (same column types, no constraints, emptied at commit) lets one
+    ``INSERT … SELECT … ON CONFLICT`` do that. Call inside a transaction.
+    """
+    column_list = ", ".join(columns)
+    stage = f"stage_{table}_{zlib.crc32(column_list.encode()):08x}"
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+        f"SELECT {column_list} FROM {table} WITH NO DATA"
+    )
+    with conn.cursor() as cursor:
+        with cursor.copy(f"COPY {stage} ({column_list}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {stage} {on_conflict}"
+        )
+        return cursor.rowcount

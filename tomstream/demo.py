@@ -1,0 +1,240 @@
+"""``tomstream demo``: the whole system, end to end, on a synthetic (or real) survey.
+
+1. the local stack (or the servers in the environment) and the migrations;
+2. every service as a supervised child process (logs in ``<out>/logs``);
+3. a survey: ``sim synth`` (or ``sim load`` of a SNANA set), streamed by ``sim send`` while
+   progress bars follow alerts sent, ingested and classified;
+4. a summary: counts (``tomstream stats``), throughput, delay percentiles, the report plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tomstream import report
+from tomstream.config import Settings
+from tomstream.stats import collect
+from tomstream.storage.postgres import Postgres
+from tomstream.supervisor import ServiceSpec, Supervisor
+
+SERVICES = (
+    ServiceSpec("ingest", ("ingest",), "cyan"),
+    ServiceSpec("fakebroker", ("fakebroker",), "magenta"),
+    ServiceSpec("broker-poll", ("broker-poll",), "green"),
+)
+
+_PROGRESS_SQL = {
+    "sent": "SELECT count(*) FROM sim.alert WHERE sent_at IS NOT NULL",
+    "ingested": "SELECT count(DISTINCT alert_id) FROM alert_receipt",
+    "classified": "SELECT count(DISTINCT alert_id) FROM broker_message",
+}
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    objects: int = 3000
+    days: int = 30
+    seed: int = 1
+    snana: Path | None = None
+    out: Path = Path("demo-output")
+    serve: bool = False
+    timeout_s: float = 900.0
+
+
+@dataclass
+class DemoResult:
+    counts: dict[str, int]
+    alerts_this_run: int
+    stream_seconds: float
+    delays: list[report.DelayStats]
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def alerts_per_second(self) -> float:
+        return self.alerts_this_run / self.stream_seconds if self.stream_seconds else 0.0
+
+
+def tomstream(env: dict[str, str], *args: str) -> str:
+    """Run a tomstream command to completion; its output is returned, a failure raised."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tomstream", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"tomstream {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoResult:
+    env = dict(os.environ)
+    supervisor = Supervisor(env, options.out / "logs", console)
+    console.rule("services")
+    for spec in SERVICES:
+        child = supervisor.start(spec)
+        console.print(f"started [{spec.colour}]{spec.name}[/] (metrics {child.metrics_url})")
+    supervisor.write_endpoints(settings.stack_dir / "run" / "services.json")
+    try:
+        result = _stream_survey(settings, options, env, supervisor, console)
+        if options.serve:
+            console.print("[bold]--serve[/]: everything keeps running; Ctrl-C stops it.")
+            _wait_for_interrupt(supervisor)
+        return result
+    finally:
+        console.rule("stopping")
+        codes = supervisor.stop()
+        console.print(
+            "stopped: " + ", ".join(f"{name} (exit {code})" for name, code in codes.items())
+        )
+
+
+def _stream_survey(
+    settings: Settings,
+    options: DemoOptions,
+    env: dict[str, str],
+    supervisor: Supervisor,
+    console: Console,
+) -> DemoResult:
+    console.rule("survey")
+    if options.snana:
+        console.print(tomstream(env, "sim", "load", str(options.snana)).strip())
+    else:
+        synth = ["--objects", str(options.objects), "--days", str(options.days)]
+        console.print(tomstream(env, "sim", "synth", *synth, "--seed", str(options.seed)).strip())
+    before = _progress_counts(settings)
+    through = _last_alert_mjd(settings) + 1
+    total = _count(settings, "SELECT count(*) FROM sim.alert WHERE midpointtai <= %s", through)
+    console.rule("streaming")
+    started = time.monotonic()
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "tomstream", "sim", "send", "--through-mjd", f"{through:.5f}"],
+        env=env,
+        stdout=(options.out / "logs" / "sim-send.log").open("a"),
+        stderr=subprocess.STDOUT,
+    )
+    _follow(settings, total, sender, supervisor, options.timeout_s, console)
+    stream_seconds = time.monotonic() - started
+    after = _progress_counts(settings)
+    delays = report.delays(settings, options.out)
+    report.throughput(settings, options.out)
+    return DemoResult(
+        counts=collect(settings),
+        alerts_this_run=after["ingested"] - before["ingested"],
+        stream_seconds=stream_seconds,
+        delays=delays,
+    )
+
+
+def _follow(
+    settings: Settings,
+    total: int,
+    sender: subprocess.Popen[bytes],
+    supervisor: Supervisor,
+    timeout_s: float,
+    console: Console,
+) -> None:
+    """Progress bars until every alert is sent, ingested and classified."""
+    columns = (
+        TextColumn("{task.description:>18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    deadline = time.monotonic() + timeout_s
+    with Progress(*columns, console=console) as progress:
+        tasks = {
+            stage: progress.add_task(f"alerts {stage}", total=total) for stage in _PROGRESS_SQL
+        }
+        while True:
+            counts = _progress_counts(settings)
+            for stage, task in tasks.items():
+                progress.update(task, completed=min(counts[stage], total))
+            if sender.poll() not in (None, 0):
+                raise RuntimeError("sim send failed: see the logs in the output directory")
+            if dead := supervisor.exited():
+                raise RuntimeError(f"a service stopped: {dead}")
+            if all(counts[stage] >= total for stage in _PROGRESS_SQL) and sender.poll() == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the stream did not complete within {timeout_s:.0f} s")
+            time.sleep(0.5)
+
+
+def _progress_counts(settings: Settings) -> dict[str, int]:
+    return {stage: _count(settings, sql) for stage, sql in _PROGRESS_SQL.items()}
+
+
+def _count(settings: Settings, sql: str, *params: object) -> int:
+    postgres = Postgres(settings.postgres_dsn, application_name="tomstream-demo")
+    try:
+        row = postgres.connection().execute(sql, params or None).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+    finally:
+        postgres.close()
+
+
+def _last_alert_mjd(settings: Settings) -> float:
+    postgres = Postgres(settings.postgres_dsn, application_name="tomstream-demo")
+    try:
+        row = postgres.connection().execute("SELECT max(midpointtai) FROM sim.alert").fetchone()
+    finally:
+        postgres.close()
+    if not row or row[0] is None:
+        raise RuntimeError("the simulation has no alerts to send")
+    return float(row[0])
+
+
+def _wait_for_interrupt(supervisor: Supervisor) -> None:
+    try:
+        while not supervisor.exited():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return
+
+
+def summary_table(result: DemoResult, options: DemoOptions) -> Table:
+    table = Table("what", "value", title="tomstream demo")
+    for name, count in result.counts.items():
+        table.add_row(name.replace("_", " "), f"{count:,}")
+    table.add_row("alerts streamed this run", f"{result.alerts_this_run:,}")
+    table.add_row(
+        "throughput (sent → ingested)",
+        f"{result.alerts_per_second:,.0f} alerts/s over {result.stream_seconds:.1f} s",
+    )
+    for s in result.delays:
+        if s.delay == "full":
+            table.add_row(
+                f"full delay {s.classifier}",
+                f"p50 {s.p50_s:.2f} s, p90 {s.p90_s:.2f} s, p99 {s.p99_s:.2f} s",
+            )
+    for name, value in result.extra.items():
+        table.add_row(name, value)
+    table.add_row("plots", f"{options.out / 'delays.png'}, {options.out / 'throughput.png'}")
+    table.add_row("service logs", str(options.out / "logs" / "services.log"))
+    return table
+
+
+def write_summary(result: DemoResult, path: Path) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "counts": result.counts,
+                "alerts_this_run": result.alerts_this_run,
+                "stream_seconds": result.stream_seconds,
+                "alerts_per_second": result.alerts_per_second,
+            },
+            indent=2,
+        )
+    )
