@@ -14,6 +14,7 @@ from rich.table import Table
 from services.broker_poll.cli import broker_poll
 from services.fakebroker.cli import fakebroker
 from services.ingest.cli import ingest
+from services.sim.cli import sim_app
 from tomstream.cli_options import BatchSize, CommandError, ExitOnIdle, GroupId, console
 from tomstream.config import SettingsError, settings
 
@@ -41,7 +42,7 @@ report_app = typer.Typer(
 )
 app.add_typer(roundtrip_app, name="roundtrip")
 app.add_typer(report_app, name="report")
-app.add_typer(__import__("services.sim.cli", fromlist=["sim_app"]).sim_app, name="sim")
+app.add_typer(sim_app, name="sim")
 app.command("ingest")(ingest)
 app.command("fakebroker")(fakebroker)
 app.command("broker-poll")(broker_poll)
@@ -225,6 +226,53 @@ def stats(
     for name, count in counts.items():
         table.add_row(name.replace("_", " "), f"{count:,}")
     console.print(table)
+
+
+@app.command("status")
+def status(
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoint",
+            metavar="NAME=URL",
+            help="A service's /metrics URL (repeatable). Default: the services the demo "
+            "started, from <stack dir>/run/services.json.",
+        ),
+    ] = None,
+) -> None:
+    """One screen: each service's health, consumer lag per topic, rates and last error."""
+    from tomstream.status import collect, endpoints_file, load_endpoints
+
+    if endpoint:
+        pairs = [item.partition("=") for item in endpoint]
+        for item, (_, sep, url) in zip(endpoint, pairs, strict=True):
+            if not sep or not url:
+                raise CommandError(f"--endpoint takes NAME=URL, got {item!r}")
+        endpoints = {name: url for name, _, url in pairs}
+    else:
+        path = endpoints_file(settings().stack_dir)
+        endpoints = load_endpoints(path)
+        if not endpoints:
+            raise CommandError(f"no services in {path}: give --endpoint NAME=URL")
+    table = Table("service", "health", "lag (messages)", "consumed/s", "stored", "dead letters")
+    table.add_column("last error", overflow="fold")
+    statuses = collect(endpoints)
+    for s in statuses:
+        if s.error:
+            table.add_row(s.name, f"[red]{s.error}[/]", "", "", "", "", "")
+            continue
+        table.add_row(
+            s.name,
+            "[green]ready[/]" if s.ready else "[yellow]alive, not ready[/]",
+            ", ".join(f"{t}: {v:,.0f}" for t, v in sorted(s.lag.items())) or "-",
+            ", ".join(f"{t}: {v:,.0f}" for t, v in sorted(s.consumed_per_s.items()) if v) or "0",
+            f"{s.stored_total:,.0f}",
+            f"{s.dead_lettered_total:,.0f}",
+            s.last_error or "-",
+        )
+    console.print(table)
+    if not all(s.ready and s.error is None for s in statuses):
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------------------- report

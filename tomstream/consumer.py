@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 from arroyo.backends.kafka import KafkaConsumer, KafkaPayload
+from arroyo.errors import ConsumerError as ArroyoConsumerError
 from arroyo.processing import StreamProcessor
 from arroyo.processing.strategies import (
     BatchStep,
@@ -43,6 +44,7 @@ from arroyo.processing.strategies import (
     RunTask,
 )
 from arroyo.types import BrokerValue, Commit, Message, Partition, Topic
+from confluent_kafka import KafkaException
 
 from tomstream import metrics
 from tomstream.config import Settings
@@ -239,6 +241,7 @@ class StoreBatch(ProcessingStrategy[Sequence[BrokerValue[Decoded[Any] | Rejected
         for item in fresh:
             self._sent.add((item.message.topic, item.message.partition, item.message.offset))
             metrics.DEAD_LETTERED.labels(self._service, item.message.topic).inc()
+            metrics.record_error(self._service, f"dead-lettered ({item.stage}): {item.error}")
             log.warning(
                 "dead-lettered a message",
                 topic=item.message.topic,
@@ -253,6 +256,7 @@ class StoreBatch(ProcessingStrategy[Sequence[BrokerValue[Decoded[Any] | Rejected
         self._failures += 1
         self._stats.retrying = True
         metrics.STORE_RETRIES.labels(self._service).inc()
+        metrics.record_error(self._service, f"store failed, retrying: {error}")
         delay = min(0.25 * 2 ** (self._failures - 1), MAX_RETRY_SLEEP_S)
         log.warning(
             "store failed, will retry the batch (nothing committed)",
@@ -358,7 +362,9 @@ class _RunningConsumer:
         self.spec = spec
         self.group = spec.group_id or default_group_id(settings, spec.service)
         self.stats = ConsumerStats()
-        config: dict[str, Any] = {
+        self._stopping = False
+        self._dead_letters = dead_letters
+        self._config: dict[str, Any] = {
             **(settings.kafka_client_config() if own_cluster else spec.kafka_config),
             "group.id": self.group,
             "auto.offset.reset": "earliest",  # a new group reads everything: replay = new group
@@ -370,16 +376,40 @@ class _RunningConsumer:
             "statistics.interval.ms": 5_000,
             "stats_cb": partial(metrics.record_librdkafka_stats, spec.service),
         }
-        self.processor = StreamProcessor(
-            KafkaConsumer(config),
-            Topic(subscription(spec.topics)),
+        self.processor = self._new_processor()
+
+    def _new_processor(self) -> StreamProcessor[KafkaPayload]:
+        return StreamProcessor(
+            KafkaConsumer(dict(self._config)),
+            Topic(subscription(self.spec.topics)),
             _Factory(
-                _Context(spec.handler, dead_letters, spec.service, self.stats),
-                spec.batch_size,
-                spec.batch_time_s,
+                _Context(self.spec.handler, self._dead_letters, self.spec.service, self.stats),
+                self.spec.batch_size,
+                self.spec.batch_time_s,
             ),
             join_timeout=JOIN_TIMEOUT_S,
         )
+
+    def run(self) -> None:
+        """Run the processor; if Kafka trouble stops it, start a new one.
+
+        Nothing is lost that way: what was not committed is simply read again.
+        """
+        while not self._stopping:
+            try:
+                self.processor.run()
+                return
+            except (KafkaException, ArroyoConsumerError) as error:
+                if self._stopping:
+                    return
+                log.warning("consumer failed, starting a new one", error=str(error))
+                metrics.record_error(self.spec.service, f"consumer restarted: {error}")
+                time.sleep(1.0)
+                self.processor = self._new_processor()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.processor.signal_shutdown()
 
     def idle_for(self, idle_s: float, now: float) -> bool:
         # Idle means the loop runs freely and finds nothing: not a loop blocked in a slow
@@ -412,7 +442,7 @@ def run_consumers(
 
     def stop_all() -> None:
         for consumer in consumers:
-            consumer.processor.signal_shutdown()
+            consumer.stop()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("shutting down", signal=signal.Signals(signum).name)
@@ -450,13 +480,13 @@ def run_consumers(
 
 def _run_all(consumers: list[_RunningConsumer], stop_all: Callable[[], None]) -> None:
     if len(consumers) == 1:
-        consumers[0].processor.run()
+        consumers[0].run()
         return
     errors: list[BaseException] = []
 
     def run(consumer: _RunningConsumer) -> None:
         try:
-            consumer.processor.run()
+            consumer.run()
         except BaseException as error:  # one consumer failing stops the process
             errors.append(error)
             stop_all()

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from tomstream import report
 from tomstream.config import Settings
-from tomstream.stats import collect
+from tomstream.kafka import Outgoing, deliver, make_producer
+from tomstream.stats import collect, count_dead_letters
 from tomstream.storage.postgres import Postgres
 from tomstream.supervisor import ServiceSpec, Supervisor
 
@@ -126,6 +127,7 @@ def _stream_survey(
     )
     _follow(settings, total, sender, supervisor, options.timeout_s, console)
     stream_seconds = time.monotonic() - started
+    _show_dead_letters(settings, console)
     after = _progress_counts(settings)
     delays = report.delays(settings, options.out)
     report.throughput(settings, options.out)
@@ -170,6 +172,27 @@ def _follow(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the stream did not complete within {timeout_s:.0f} s")
             time.sleep(0.5)
+
+
+def _show_dead_letters(settings: Settings, console: Console, count: int = 3) -> None:
+    """Send a few undecodable messages: the services set them aside and carry on."""
+    before = count_dead_letters(settings)
+    deliver(
+        make_producer(settings),
+        (
+            Outgoing(settings.topic("alerts-wfd"), f"demo: not an alert #{i}".encode())
+            for i in range(count)
+        ),
+    )
+    deadline = time.monotonic() + 60
+    while (now := count_dead_letters(settings)) < before + count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the undecodable messages did not reach the dead-letter topic")
+        time.sleep(0.5)
+    console.print(
+        f"sent {count} undecodable messages to {settings.topic('alerts-wfd')}: "
+        f"{now - before} new dead letters in {settings.topic('alerts-wfd')}.dlq, services running"
+    )
 
 
 def _progress_counts(settings: Settings) -> dict[str, int]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
 CONSUMED = Counter(
@@ -46,6 +47,16 @@ CONSUMER_LAG = Gauge(
     "Messages behind the end of the partition (from librdkafka statistics)",
     ["service", "topic", "partition"],
 )
+
+
+LAST_ERROR = Info("tomstream_last_error", "The latest error a service met and survived")
+
+
+def record_error(service: str, message: str) -> None:
+    """Remember the latest error, for ``tomstream status``."""
+    LAST_ERROR.info(
+        {"service": service, "time": f"{time.time():.0f}", "message": message.strip()[:300]}
+    )
 
 
 class _Ready:

@@ -130,7 +130,7 @@ class IngestStore:
         existing = insert_new(self._raw, list(firsts.values()))
         if existing:
             stored_topics = {
-                d["_id"]: d["topic"]
+                d["_id"]: d.get("topic")
                 for d in self._raw.find(
                     {"_id": {"$in": [d["_id"] for d in existing]}}, {"topic": 1}
                 )

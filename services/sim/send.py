@@ -26,7 +26,7 @@ from tomstream.kafka import ensure_topics, make_producer
 BATCH_ALERTS = 5000
 """Alerts per batch: one flush and one PostgreSQL transaction each."""
 FLUSH_TIMEOUT_S = 120.0
-_LOCK_KEY = 0x73696D73  # "sims": one `sim send` at a time per database
+SEND_LOCK_KEY = 0x73696D73  # "sims": one `sim send` at a time per database
 
 
 class SendSummary(BaseModel):
@@ -104,7 +104,7 @@ class AlertSender:
         started = time.monotonic()
         ensure_topics(self._settings, self._topics.values())  # fails fast if Kafka is down
         producer = self._producer or make_producer(self._settings)
-        locked = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
+        locked = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (SEND_LOCK_KEY,)).fetchone()
         if not (locked and locked[0]):
             raise SimError("another `tomstream sim send` is running on this database")
         try:
@@ -124,7 +124,7 @@ class AlertSender:
             storage.finish_send_log(self._conn, send_id)
         finally:
             if not self._conn.broken:  # a lost connection has released the lock already
-                self._conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (SEND_LOCK_KEY,))
         return SendSummary(
             through_mjd=through_mjd,
             alerts=alerts,

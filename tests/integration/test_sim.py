@@ -26,7 +26,7 @@ from astropy.io import fits
 from confluent_kafka import Consumer, TopicPartition
 from conftest import SHARED, Isolated, missing_reference
 
-from services.sim import alerts, storage, synth
+from services.sim import alerts, send, storage, synth
 from tomstream.avro import decode_alert
 from tomstream.config import Settings
 
@@ -304,6 +304,8 @@ def test_added_days_100_sends_105_more(second_send: str, snana_settings: Setting
 def test_a_repeated_send_sends_nothing(
     second_send: str, snana_env: dict[str, str], snana_settings: Settings
 ) -> None:
+    # Loading the files again does not make sent alerts unsent.
+    assert "0 new alerts" in _ok(_sim(snana_env, "load", str(TARBALL)))
     assert _sent(_ok(_sim(snana_env, "send", "--through-mjd", "60578"))) == 0
     through = re.search(r"through MJD ([\d.]+)", second_send)[1]  # type: ignore[index]
     assert _sent(_ok(_sim(snana_env, "send", "--through-mjd", through))) == 0
@@ -326,6 +328,15 @@ def test_alert_histories_follow_the_desc_tom_rules(
     assert (first["diaObject"]["ra"], first["diaObject"]["decl"]) == obj[:2]
     assert first["diaObject"]["hostgal_mag_Y"] == pytest.approx(obj[2])
     assert first["diaObject"]["simVersion"] == alerts.SIM_VERSION
+
+
+def test_only_one_send_runs_at_a_time(
+    second_send: str, snana_env: dict[str, str], snana_settings: Settings
+) -> None:
+    with psycopg.connect(snana_settings.postgres_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (send.SEND_LOCK_KEY,))
+        running = _sim(snana_env, "send", "--through-mjd", "61000")
+    _fails_with(running, "another `tomstream sim send` is running")
 
 
 def test_send_refuses_bad_options_with_one_line(loaded: str, snana_env: dict[str, str]) -> None:
