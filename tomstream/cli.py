@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from services.broker_poll.cli import broker_poll
+from services.cadence.cli import cadence_app, fake_facility
 from services.fakebroker.cli import fakebroker
 from services.ingest.cli import ingest
 from services.sim.cli import sim_app
@@ -46,6 +47,8 @@ app.add_typer(sim_app, name="sim")
 app.command("ingest")(ingest)
 app.command("fakebroker")(fakebroker)
 app.command("broker-poll")(broker_poll)
+app.add_typer(cadence_app, name="cadence")
+app.command("fake-facility")(fake_facility)
 
 
 # ---------------------------------------------------------------------------------------- stack
@@ -333,6 +336,9 @@ def demo(
     serve: Annotated[
         bool, typer.Option("--serve", help="Keep everything running until Ctrl-C.")
     ] = False,
+    api_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the HTTP API (127.0.0.1).")
+    ] = 8000,
 ) -> None:
     """The main job: the whole system end to end on a simulated survey.
 
@@ -343,7 +349,7 @@ def demo(
     from tomstream.demo import DemoOptions, run_demo, summary_table, write_summary
     from tomstream.storage.migrations import migrate
 
-    options = DemoOptions(objects, days, seed, snana, out, serve)
+    options = DemoOptions(objects, days, seed, snana, out, serve, api_port)
     console.rule("1. local stack")
     stack_up()
     console.rule("2. database migrations")

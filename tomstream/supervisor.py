@@ -1,7 +1,7 @@
 """Runs tomstream services as supervised child processes, with their logs in one place.
 
 Each child's output goes to ``<log dir>/<service>.log`` and, prefixed with the service name,
-to ``<log dir>/services.log``; warnings and errors are also echoed to the console, coloured by
+to ``<log dir>/services.log``; errors are also echoed to the console, coloured by
 service. Stopping sends SIGTERM (the services then store and commit their batch) and SIGKILL
 only to a child that has not exited after a grace period.
 """
@@ -21,7 +21,9 @@ from typing import IO
 from rich.console import Console
 from rich.markup import escape
 
-_ALARMING = ("[warning", "[error", "[critical", "Traceback", "WARNING", "ERROR")
+# Echoed to the console; everything else only goes to the log files. (Warnings are routine
+# here: the demo itself sends undecodable messages to show the dead-letter topic.)
+_ALARMING = ("[error", "[critical", "Traceback", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class ServiceSpec:
     name: str
     args: tuple[str, ...]  # the tomstream subcommand and its options
     colour: str
+    #: Where the service serves /metrics, if not on TOMSTREAM_METRICS_PORT (e.g. the API).
+    metrics_url: str | None = None
 
 
 @dataclass
@@ -74,7 +78,7 @@ class Supervisor:
             target=self._pump, args=(spec, process.stdout, own_log), daemon=True
         )
         pump.start()
-        child = Child(spec, process, f"http://127.0.0.1:{port}/metrics", pump)
+        child = Child(spec, process, spec.metrics_url or f"http://127.0.0.1:{port}/metrics", pump)
         self.children[spec.name] = child
         return child
 

@@ -231,6 +231,60 @@ def test_one_shot_services_are_wired_as_specified() -> None:
     }
 
 
+SERVICES = {  # every long-running service of the issue, and its subcommand
+    "ingest": ("ingest",),
+    "fakebroker": ("fakebroker",),
+    "broker-poll": ("broker-poll",),
+    "cadence": ("cadence", "run"),
+    "fake-facility": ("fake-facility",),
+    "api": ("api",),
+}
+AFTER_MIGRATE = {
+    "kafka": "service_healthy",
+    "postgres": "service_healthy",
+    "mongo": "service_healthy",
+    "migrate": "service_completed_successfully",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_long_running_service_starts_in_order_and_reports_ready(name: str) -> None:
+    service = compose_services()[name]
+    resolved = resolve_tomstream_command([str(arg) for arg in service["command"]])
+    assert resolved.path == SERVICES[name]
+    assert "profiles" not in service, f"{name} must come up with a plain `docker compose up`"
+    assert dependencies(service) == AFTER_MIGRATE
+    assert service.get("restart") == "unless-stopped"
+    test = service["healthcheck"]["test"]
+    port = 8000 if name == "api" else int(environment(service)["TOMSTREAM_METRICS_PORT"])
+    assert test[-1] == f"http://127.0.0.1:{port}/readyz", f"{name}: healthcheck {test}"
+    published = [str(p).rsplit(":", 1)[1] for p in service.get("ports", [])]
+    assert published == [str(port)], f"{name}: publish its /metrics (or the API) port {port}"
+
+
+def test_host_ports_are_distinct() -> None:
+    host_ports = [
+        str(port).rsplit(":", 2)[1]
+        for s in compose_services().values()
+        for port in s.get("ports", [])
+    ]
+    assert len(host_ports) == len(set(host_ports)), f"a host port is published twice: {host_ports}"
+
+
+def test_sim_profile_synthesises_then_sends() -> None:
+    services = compose_services()
+    synth, send = services["sim-synth"], services["sim-send"]
+    assert synth["profiles"] == send["profiles"] == ["sim"]
+    assert resolve_tomstream_command(synth["command"]).path == ("sim", "synth")
+    resolved = resolve_tomstream_command(send["command"])
+    assert resolved.path == ("sim", "send") and resolved.params["added_days"] >= 1
+    assert dependencies(synth)["migrate"] == "service_completed_successfully"
+    assert dependencies(send) == {
+        "kafka": "service_healthy",
+        "sim-synth": "service_completed_successfully",
+    }
+
+
 def test_published_ports_bind_to_loopback_only() -> None:
     for name, service in compose_services().items():
         for port in service.get("ports") or []:
