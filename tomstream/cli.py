@@ -16,6 +16,7 @@ from services.cadence.cli import cadence_app, fake_facility
 from services.fakebroker.cli import fakebroker
 from services.ingest.cli import ingest
 from services.sim.cli import sim_app
+from services.spectra_api.cli import api, users_app
 from tomstream.cli_options import BatchSize, CommandError, ExitOnIdle, GroupId, console
 from tomstream.config import SettingsError, settings
 
@@ -49,6 +50,8 @@ app.command("fakebroker")(fakebroker)
 app.command("broker-poll")(broker_poll)
 app.add_typer(cadence_app, name="cadence")
 app.command("fake-facility")(fake_facility)
+app.command("api")(api)
+app.add_typer(users_app, name="users")
 
 
 # ---------------------------------------------------------------------------------------- stack

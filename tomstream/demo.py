@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,18 +22,33 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tomstream import report
+from tomstream import demo_api, report
 from tomstream.config import Settings
 from tomstream.kafka import Outgoing, deliver, make_producer
 from tomstream.stats import collect, count_dead_letters
 from tomstream.storage.postgres import Postgres
 from tomstream.supervisor import ServiceSpec, Supervisor
 
-SERVICES = (
-    ServiceSpec("ingest", ("ingest",), "cyan"),
-    ServiceSpec("fakebroker", ("fakebroker",), "magenta"),
-    ServiceSpec("broker-poll", ("broker-poll",), "green"),
-)
+
+def services(api_port: int) -> tuple[ServiceSpec, ...]:
+    return (
+        ServiceSpec("ingest", ("ingest",), "cyan"),
+        ServiceSpec("fakebroker", ("fakebroker",), "magenta"),
+        ServiceSpec("broker-poll", ("broker-poll",), "green"),
+        ServiceSpec("cadence", ("cadence", "run"), "yellow"),
+        ServiceSpec(
+            "fake-facility",
+            ("fake-facility", "--latency", "1", "--success-rate", "0.8", "--seed", "1"),
+            "blue",
+        ),
+        ServiceSpec(
+            "api",
+            ("api", "--port", str(api_port)),
+            "bright_white",
+            metrics_url=f"http://127.0.0.1:{api_port}/metrics",
+        ),
+    )
+
 
 _PROGRESS_SQL = {
     "sent": "SELECT count(*) FROM sim.alert WHERE sent_at IS NOT NULL",
@@ -49,6 +65,7 @@ class DemoOptions:
     snana: Path | None = None
     out: Path = Path("demo-output")
     serve: bool = False
+    api_port: int = 8000
     timeout_s: float = 900.0
 
 
@@ -83,12 +100,13 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
     env = dict(os.environ)
     supervisor = Supervisor(env, options.out / "logs", console)
     console.rule("services")
-    for spec in SERVICES:
+    for spec in services(options.api_port):
         child = supervisor.start(spec)
         console.print(f"started [{spec.colour}]{spec.name}[/] (metrics {child.metrics_url})")
     supervisor.write_endpoints(settings.stack_dir / "run" / "services.json")
     try:
         result = _stream_survey(settings, options, env, supervisor, console)
+        result.extra.update(_api_steps(settings, options, env, console))
         if options.serve:
             console.print("[bold]--serve[/]: everything keeps running; Ctrl-C stops it.")
             _wait_for_interrupt(supervisor)
@@ -96,8 +114,13 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
     finally:
         console.rule("stopping")
         codes = supervisor.stop()
+        # uvicorn re-raises SIGTERM after its clean shutdown: -15 is a clean stop too.
         console.print(
-            "stopped: " + ", ".join(f"{name} (exit {code})" for name, code in codes.items())
+            "stopped: "
+            + ", ".join(
+                f"{name} ({'clean' if code in (0, -signal.SIGTERM) else f'exit {code}'})"
+                for name, code in codes.items()
+            )
         )
 
 
@@ -137,6 +160,29 @@ def _stream_survey(
         stream_seconds=stream_seconds,
         delays=delays,
     )
+
+
+def _api_steps(
+    settings: Settings, options: DemoOptions, env: dict[str, str], console: Console
+) -> dict[str, str]:
+    url = f"http://127.0.0.1:{options.api_port}"
+    console.rule("the API")
+    demo_api.wait_until_ready(url)
+    password, token = demo_api.create_demo_user(env, options.out)
+    console.print(f"demo user [bold]{demo_api.DEMO_USER}[/], token [bold]{token}[/]")
+    console.print(f"password in {options.out / 'demo-password'}")
+    mjd_now = _last_alert_mjd(settings)
+    done = demo_api.spectrum_cycle(url, password, mjd_now, console)
+    objectid = _count(settings, "SELECT min(diaobject_id) FROM diaobject")
+    done.update(demo_api.cadence(url, token, objectid, console))
+    done.update(
+        {
+            "API docs": f"{url}/docs",
+            "API metrics": f"{url}/metrics",
+            "bearer token": token,
+        }
+    )
+    return done
 
 
 def _follow(

@@ -1,0 +1,79 @@
+"""What a request handler needs from the running app: settings and the store connections."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from fastapi import Request
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pymongo.database import Database
+
+from services.spectra_api.config import ApiSettings
+from tomstream.config import Settings
+from tomstream.storage.postgres import Postgres
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    api: ApiSettings
+    pool: ConnectionPool
+    mongo: Database[dict[str, Any]]
+    # The broker push path uses broker_poll's store (one connection, classifier id cache),
+    # created at the first push; pushes are serialised through it.
+    push_lock: threading.Lock = field(default_factory=threading.Lock)
+    push_store: Any = None
+    push_postgres: Postgres | None = None
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled autocommit connection; use ``conn.transaction()`` for changes."""
+        with self.pool.connection(timeout=10) as conn:
+            yield conn
+
+    def gather(
+        self, conn: psycopg.Connection, readers: Sequence[Reader], *, parallel: bool = True
+    ) -> list[Any]:
+        """Run each reader (a function of a connection) and return their results in order.
+
+        The first runs on ``conn``; with ``parallel``, each other one runs at the same time on a
+        connection of its own if the pool has one free at once, else after the first on
+        ``conn`` (waiting for a second connection while holding one could deadlock requests).
+        """
+        spares: list[psycopg.Connection] = []
+        pending: list[Future[Any]] = []
+        try:
+            if parallel:
+                for _ in readers[1:]:
+                    try:
+                        spares.append(self.pool.getconn(timeout=0.01))
+                    except PoolTimeout:
+                        break
+            pending = [
+                _READERS.submit(reader, spare)
+                for reader, spare in zip(readers[1:], spares, strict=False)
+            ]
+            results = [readers[0](conn)]
+            results += [future.result() for future in pending]
+            results += [reader(conn) for reader in readers[1 + len(pending) :]]
+            return results
+        finally:
+            # A spare goes back to the pool only once its reader is done with it.
+            wait(pending)
+            for spare in spares:
+                self.pool.putconn(spare)
+
+
+Reader = Callable[[psycopg.Connection], Any]
+_READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="reader")
+
+
+def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context

@@ -1,0 +1,1 @@
+"""The routes: ``elasticc2`` (the DESC endpoints), ``accounts`` (login), ``health``."""

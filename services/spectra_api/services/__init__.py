@@ -1,0 +1,1 @@
+"""What the endpoints do, between the validated request and the SQL in ``storage``."""
