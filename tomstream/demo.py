@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tomstream import demo_api, report
+from tomstream.client import wait_until_ready
 from tomstream.config import Settings
 from tomstream.kafka import Outgoing, deliver, make_producer
 from tomstream.stats import collect, count_dead_letters
@@ -167,7 +168,7 @@ def _api_steps(
 ) -> dict[str, str]:
     url = f"http://127.0.0.1:{options.api_port}"
     console.rule("the API")
-    demo_api.wait_until_ready(url)
+    wait_until_ready(url)
     password, token = demo_api.create_demo_user(env, options.out)
     console.print(f"demo user [bold]{demo_api.DEMO_USER}[/], token [bold]{token}[/]")
     console.print(f"password in {options.out / 'demo-password'}")
