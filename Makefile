@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 .PHONY: install demo test lint unit integration stack-up stack-down clean
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
