@@ -28,7 +28,7 @@ from tomstream.config import Settings
 from tomstream.kafka import Outgoing, deliver, make_producer
 from tomstream.stats import collect, count_dead_letters
 from tomstream.storage.postgres import Postgres
-from tomstream.supervisor import ServiceSpec, Supervisor
+from tomstream.supervisor import ServiceSpec, Supervisor, run_tomstream
 
 
 def services(api_port: int) -> tuple[ServiceSpec, ...]:
@@ -83,20 +83,6 @@ class DemoResult:
         return self.alerts_this_run / self.stream_seconds if self.stream_seconds else 0.0
 
 
-def tomstream(env: dict[str, str], *args: str) -> str:
-    """Run a tomstream command to completion; its output is returned, a failure raised."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tomstream", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"tomstream {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
-
-
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoResult:
     env = dict(os.environ)
     supervisor = Supervisor(env, options.out / "logs", console)
@@ -134,10 +120,12 @@ def _stream_survey(
 ) -> DemoResult:
     console.rule("survey")
     if options.snana:
-        console.print(tomstream(env, "sim", "load", str(options.snana)).strip())
+        console.print(run_tomstream(env, "sim", "load", str(options.snana)).strip())
     else:
         synth = ["--objects", str(options.objects), "--days", str(options.days)]
-        console.print(tomstream(env, "sim", "synth", *synth, "--seed", str(options.seed)).strip())
+        console.print(
+            run_tomstream(env, "sim", "synth", *synth, "--seed", str(options.seed)).strip()
+        )
     before = _progress_counts(settings)
     through = _last_alert_mjd(settings) + 1
     total = _count(settings, "SELECT count(*) FROM sim.alert WHERE midpointtai <= %s", through)

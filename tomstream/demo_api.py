@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +13,7 @@ import requests
 from rich.console import Console
 
 from tomstream.client import TomClient
+from tomstream.supervisor import run_tomstream
 
 DEMO_USER = "demo"
 
@@ -24,20 +23,9 @@ def create_demo_user(env: dict[str, str], out: Path) -> tuple[str, str]:
     password_file = out / "demo-password"
     password_file.write_text(secrets.token_urlsafe(18) + "\n")
     password_file.chmod(0o600)
-    for args in (
-        ("users", "add", DEMO_USER, "--password-file", str(password_file)),
-        ("users", "token", DEMO_USER),
-    ):
-        result = subprocess.run(
-            [sys.executable, "-m", "tomstream", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"tomstream {' '.join(args)} failed: {result.stderr.strip()}")
-    return password_file.read_text().strip(), result.stdout.strip().splitlines()[-1]
+    run_tomstream(env, "users", "add", DEMO_USER, "--password-file", str(password_file))
+    token = run_tomstream(env, "users", "token", DEMO_USER).strip().splitlines()[-1]
+    return password_file.read_text().strip(), token
 
 
 def _ok(response: requests.Response, what: str) -> dict[str, Any]:

@@ -43,6 +43,20 @@ class Child:
     pump: threading.Thread
 
 
+def run_tomstream(env: dict[str, str], *args: str) -> str:
+    """Run a tomstream command to completion; return its output, raise if it failed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tomstream", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"tomstream {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
