@@ -118,7 +118,7 @@ class IngestStore:
         """One document per alert id (its first copy); other topics' copies kept beside it.
 
         A DDF alert arrives on two topics with different histories: both payloads are kept,
-        exactly, while ``alerts`` stays one document per alert. Replays insert nothing.
+        exactly, while ``alerts`` stays one document per alert.
         """
         firsts: dict[int, dict[str, Any]] = {}
         others: list[dict[str, Any]] = []
@@ -127,19 +127,13 @@ class IngestStore:
             held = firsts.setdefault(document["_id"], document)
             if held is not document and held["topic"] != document["topic"]:
                 others.append(document)
-        existing = insert_new(self._raw, list(firsts.values()))
-        if existing:
-            stored_topics = {
-                d["_id"]: d.get("topic")
-                for d in self._raw.find(
-                    {"_id": {"$in": [d["_id"] for d in existing]}}, {"topic": 1}
-                )
-            }
-            others += [d for d in existing if stored_topics.get(d["_id"]) != d["topic"]]
-        insert_new(
-            self._copies,
-            [{**d, "_id": f"{d['_id']}:{d['topic']}", "alertId": d["_id"]} for d in others],
-        )
+        # An alert already stored may be a replay (same topic) or its other DDF topic: both
+        # go to the copies, insert-only. Asking which would cost a collection scan on
+        # FerretDB (it does not narrow integer `_id` lookups); a replay's extra copy is stored
+        # once and never again.
+        others += insert_new(self._raw, list(firsts.values()))
+        copies = [{**d, "_id": f"{d['_id']}:{d['topic']}", "alertId": d["_id"]} for d in others]
+        insert_new(self._copies, copies)
 
 
 def _object_row(o: ObjectRow) -> tuple[Any, ...]:
