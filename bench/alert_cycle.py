@@ -67,6 +67,7 @@ from rich.table import Table
 
 from services.broker_poll import service as broker_poll_service
 from services.broker_poll.config import BrokerPollConfig, BrokerSource
+from services.broker_poll.storage import raw_document
 from services.fakebroker.classify import classification_messages
 from services.ingest import service as ingest_service
 from services.ingest.alerts import AlertRows, alert_rows
@@ -984,20 +985,7 @@ def naive_broker_poll(dep: Deployment, topic: str, payloads: Sequence[bytes]) ->
                 ),
             )  # fmt: skip
             with suppress(DuplicateKeyError):  # a replayed message: stored once
-                raw.insert_one(
-                    {
-                        "_id": Binary(content_hash),
-                        "alertId": m.alert_id,
-                        "diaSourceId": m.diasource_id,
-                        "brokerName": m.classifier[0],
-                        "classifierName": m.classifier[2],
-                        "topic": m.topic,
-                        "partition": m.partition,
-                        "offset": m.offset,
-                        "ingestedAt": now,
-                        "payload": Binary(payload),
-                    }
-                )
+                raw.insert_one(raw_document(m, now))
         seconds = time.perf_counter() - started
         rows = conn.execute("SELECT count(*) FROM broker_message").fetchone()
         documents = raw.count_documents({})

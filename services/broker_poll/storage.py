@@ -74,7 +74,7 @@ class ClassificationStore:
             )
         # Remembered only now: ids from a rolled-back transaction would not exist.
         self._classifier_ids.update(ids)
-        insert_new(self._raw, [_raw_document(m, ingested_at) for m in messages])
+        insert_new(self._raw, [raw_document(m, ingested_at) for m in messages])
         return inserted
 
     def _classifier_ids_for(
@@ -110,7 +110,7 @@ def _message_row(
     )  # fmt: skip
 
 
-def _raw_document(m: ClassificationMessage, ingested_at: datetime) -> dict[str, Any]:
+def raw_document(m: ClassificationMessage, ingested_at: datetime) -> dict[str, Any]:
     return {
         "_id": Binary(m.content_hash),
         "alertId": m.alert_id,
