@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -231,27 +232,30 @@ def _show_dead_letters(settings: Settings, console: Console, count: int = 3) -> 
 
 
 def _progress_counts(settings: Settings) -> dict[str, int]:
-    return {stage: _count(settings, sql) for stage, sql in _PROGRESS_SQL.items()}
+    return dict(zip(_PROGRESS_SQL, _scalars(settings, *_PROGRESS_SQL.values()), strict=True))
 
 
 def _count(settings: Settings, sql: str, *params: object) -> int:
-    postgres = Postgres(settings.postgres_dsn, application_name="tomstream-demo")
-    try:
-        row = postgres.connection().execute(sql, params or None).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-    finally:
-        postgres.close()
+    (value,) = _scalars(settings, sql, params=params)
+    return int(value or 0)
 
 
 def _last_alert_mjd(settings: Settings) -> float:
+    (value,) = _scalars(settings, "SELECT max(midpointtai) FROM sim.alert")
+    if value is None:
+        raise RuntimeError("the simulation has no alerts to send")
+    return float(value)
+
+
+def _scalars(settings: Settings, *queries: str, params: tuple[object, ...] = ()) -> list[Any]:
+    """The first value of each query, over one connection."""
     postgres = Postgres(settings.postgres_dsn, application_name="tomstream-demo")
     try:
-        row = postgres.connection().execute("SELECT max(midpointtai) FROM sim.alert").fetchone()
+        conn = postgres.connection()
+        rows = [conn.execute(sql, params or None).fetchone() for sql in queries]
     finally:
         postgres.close()
-    if not row or row[0] is None:
-        raise RuntimeError("the simulation has no alerts to send")
-    return float(row[0])
+    return [row[0] if row else None for row in rows]
 
 
 def _wait_for_interrupt(supervisor: Supervisor) -> None:

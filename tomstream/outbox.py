@@ -1,7 +1,8 @@
 """The transactional outbox: publish an event if and only if its database change committed.
 
 A service calls :func:`enqueue` with the connection of the transaction that makes the change;
-:class:`OutboxRelay` (a thread in the same process, or ``tomstream outbox relay``) publishes
+:class:`OutboxRelay` (a thread in the API and in the cadence worker; any one of them
+publishes every service's events) publishes
 committed events in order and marks them published. Delivery is at least once: a crash between
 publishing and marking publishes the event again, so events carry ids their consumers dedupe on.
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -47,12 +47,13 @@ class ClassificationMessage:
     partition: int | None
     offset: int | None
     payload: bytes | None  # the exact bytes received, when it came from Kafka
+    #: What makes two deliveries the same classification (timestamps do not); computed once,
+    #: as both the PostgreSQL row and the raw document are keyed on it.
+    content_hash: bytes = field(init=False)
 
-    @property
-    def content_hash(self) -> bytes:
-        """What makes two deliveries the same classification (timestamps do not)."""
+    def __post_init__(self) -> None:
         text = repr((self.alert_id, self.classifier, self.class_ids, self.probabilities))
-        return hashlib.sha256(text.encode()).digest()
+        object.__setattr__(self, "content_hash", hashlib.sha256(text.encode()).digest())
 
 
 class ClassificationStore:

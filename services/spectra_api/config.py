@@ -21,8 +21,8 @@ class ApiSettings(BaseSettings):
     )
     outbox_relay: bool = Field(
         True,
-        description="publish spectrum events from this process; turn off when a separate relay "
-        "process publishes the outbox",
+        description="publish spectrum events from this process; turn off when another process "
+        "(e.g. the cadence worker, whose relay publishes the whole outbox) does it",
     )
     max_objects: int = Field(
         10_000, ge=1, description="most objects one ltcv request may name (bounds response size)"
