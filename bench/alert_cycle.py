@@ -650,8 +650,8 @@ class CpuMeter:
 # Where a sample of the consumer thread's stack is counted: the first rule, in this order,
 # that matches any frame (file suffix, function name; "" = any function of the file).
 SAMPLE_RULES: tuple[tuple[str, str, str], ...] = (
-    ("Kafka: poll (librdkafka)", "arroyo/backends/kafka/consumer.py", "poll"),
-    ("Kafka: offset commit", "arroyo/backends/kafka/consumer.py", "commit_offsets"),
+    ("Kafka: consume (librdkafka)", "tomstream/consumer.py", "_received"),
+    ("Kafka: offset commit", "tomstream/consumer.py", "_commit"),
     ("decode: fastavro (decode_alert)", "tomstream/avro.py", "decode_alert"),
     ("decode: fastavro (decode_broker_message)", "tomstream/avro.py", "decode_broker_message"),
     ("decode: alert_rows", "services/ingest/alerts.py", ""),
@@ -660,7 +660,7 @@ SAMPLE_RULES: tuple[tuple[str, str, str], ...] = (
     ("MongoDB: insert_many (incl. BSON)", "pymongo/synchronous/collection.py", "insert_many"),
     ("MongoDB: bulk_write (incl. BSON)", "pymongo/synchronous/collection.py", "bulk_write"),
     ("MongoDB: build documents", "services/ingest/storage.py", "_raw_document"),
-    ("MongoDB: build documents", "services/broker_poll/storage.py", "_raw_document"),
+    ("MongoDB: build documents", "services/broker_poll/storage.py", "raw_document"),
     ("PostgreSQL: COMMIT", "psycopg/transaction.py", "__exit__"),
     ("PostgreSQL: CREATE TEMP TABLE IF NOT EXISTS", "psycopg/connection.py", "execute"),
     ("PostgreSQL: COPY rows (format + send)", "psycopg/_copy.py", "write_row"),
@@ -676,9 +676,8 @@ SAMPLE_RULES: tuple[tuple[str, str, str], ...] = (
     ("store: observe_delays (metrics)", "services/broker_poll/service.py", "observe_delays"),
     ("store: other (handler.store)", "services/ingest/service.py", "store"),
     ("store: other (handler.store)", "services/broker_poll/service.py", "store"),
-    ("consumer core: decode step (Incoming, metrics)", "tomstream/consumer.py", "_decode_step"),
-    ("consumer core: StoreBatch", "tomstream/consumer.py", "submit"),
-    ("arroyo processing (batching, offsets)", "arroyo/", ""),
+    ("consumer core: Incoming per message", "tomstream/consumer.py", "_incoming"),
+    ("consumer core: other (loop, batches, metrics)", "tomstream/consumer.py", ""),
 )
 
 

@@ -33,5 +33,5 @@ def configure_logging(level: str = "INFO", service: str | None = None) -> None:
     )
     if service:
         structlog.contextvars.bind_contextvars(service=service)
-    # Libraries (arroyo, kafka) log through the standard library: keep their warnings.
+    # Libraries (faust, kafka clients) log through the standard library: keep their warnings.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")

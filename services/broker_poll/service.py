@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Histogram
 
@@ -99,22 +100,30 @@ class BrokerPollHandler(BatchHandler[ClassificationMessage]):
         now = datetime.now(UTC)
         messages = [item.value for item in batch]
         self._store.write(messages, now)
-        for m in messages:
-            observe_delays(m, now)
+        observe_delays(messages, now)
 
     def close(self) -> None:
+        self._store.close()
         self._postgres.close()
 
 
-def observe_delays(m: ClassificationMessage, ingested_at: datetime) -> None:
-    labels = (m.classifier[0], m.classifier[2])
-    published = m.elasticc_publish_time
-    if published is not None:
-        FULL_DELAY.labels(*labels).observe((ingested_at - published).total_seconds())
+def observe_delays(messages: Sequence[ClassificationMessage], ingested_at: datetime) -> None:
+    """The three delay histograms, per broker and classifier (label lookups once per batch)."""
+    histograms: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+    for m in messages:
+        labels = (m.classifier[0], m.classifier[2])
+        if labels not in histograms:
+            histograms[labels] = tuple(
+                h.labels(*labels) for h in (FULL_DELAY, BROKER_DELAY, TOM_DELAY)
+            )
+        full, broker, tom = histograms[labels]
+        published = m.elasticc_publish_time
+        if published is not None:
+            full.observe((ingested_at - published).total_seconds())
+            if m.kafka_timestamp is not None:
+                broker.observe((m.kafka_timestamp - published).total_seconds())
         if m.kafka_timestamp is not None:
-            BROKER_DELAY.labels(*labels).observe((m.kafka_timestamp - published).total_seconds())
-    if m.kafka_timestamp is not None:
-        TOM_DELAY.labels(*labels).observe((ingested_at - m.kafka_timestamp).total_seconds())
+            tom.observe((ingested_at - m.kafka_timestamp).total_seconds())
 
 
 def _group_id(

@@ -47,6 +47,7 @@ class IngestHandler(BatchHandler[AlertRows]):
         )
 
     def close(self) -> None:
+        self._store.close()
         self._postgres.close()
 
 

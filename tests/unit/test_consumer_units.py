@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+
+import pytest
 
 from tomstream import metrics
 from tomstream.consumer import subscription
+from tomstream.storage.beside import Beside
 from tomstream.storage.migrations import available
 
 
@@ -55,3 +60,40 @@ def test_librdkafka_statistics_become_lag_gauges() -> None:
 def test_migrations_are_numbered_in_order_without_gaps() -> None:
     versions = [m.version for m in available()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+def test_a_write_beside_runs_during_the_block_and_its_error_surfaces_after() -> None:
+    beside = Beside("unit")
+    seen: list[str] = []
+    started = threading.Event()
+
+    def write(tag: str) -> None:
+        started.set()
+        seen.append(tag)
+
+    with beside.running(write, "mongo"):
+        assert started.wait(5)
+        seen.append("postgres")
+    assert sorted(seen) == ["mongo", "postgres"]
+
+    def fail() -> None:
+        raise ConnectionError("mongo down")
+
+    with pytest.raises(ConnectionError, match="mongo down"), beside.running(fail):
+        pass
+    beside.close()
+
+
+def test_when_both_writes_fail_the_callers_error_wins_after_the_other_finished() -> None:
+    beside = Beside("unit")
+    finished = threading.Event()
+
+    def slow_failure() -> None:
+        time.sleep(0.2)
+        finished.set()
+        raise ConnectionError("mongo down")
+
+    with pytest.raises(ValueError, match="bad row"), beside.running(slow_failure):
+        raise ValueError("bad row")
+    assert finished.is_set()  # a retry never overlaps a write still in flight
+    beside.close()

@@ -63,8 +63,7 @@ def push(context: ApiContext, messages: list[BrokerMessageIn]) -> dict[str, int]
         )
     with context.push_lock:
         loaded = _store(context).write(stored, ingested_at)
-    for message in stored:
-        observe_delays(message, ingested_at)
+    observe_delays(stored, ingested_at)
     first = -1
     if loaded:
         # The rows this call inserted are the ones stamped with its ingest time.
