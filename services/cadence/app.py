@@ -18,8 +18,10 @@ import asyncio
 import os
 import signal
 import ssl
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -137,6 +139,9 @@ def create_app(
         broker_credentials=_credentials(settings),
         web_enabled=False,  # /metrics, /healthz and /readyz come from tomstream.metrics
         store="memory://",
+        # Nothing is kept on disk (memory store), but faust still makes its data directory:
+        # in the temp dir, not in whatever directory the worker was started from.
+        datadir=str(Path(tempfile.gettempdir()) / "tomstream-faust-{conf.name}"),
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,

@@ -260,7 +260,7 @@ class Postgres(Server):
                 "-c", "listen_addresses=127.0.0.1",
                 "-c", f"unix_socket_directories={sockets}",
                 "-c", "max_connections=200",
-                "-c", "shared_buffers=256MB",
+                "-c", f"shared_buffers={_shared_buffers_mb()}MB",
             ],
             user=self.run_as,
         )  # fmt: skip
@@ -291,6 +291,16 @@ class Postgres(Server):
             if not exists:
                 conn.execute("CREATE DATABASE tomstream")
                 say("  created database tomstream")
+
+
+def _shared_buffers_mb() -> int:
+    """PostgreSQL's own advice: a quarter of the memory, here at most 8 GB.
+
+    With the former 256 MB, a 30-day gethottransients on the 1M-object benchmark read ~44,000
+    pages per request from the OS cache (~3 µs each) instead of finding them in its buffers.
+    """
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(128, min(memory // 4, 8 << 30) >> 20)
 
 
 # Measured on insert load: NORMAL drops an fsync per commit (safe with WAL: an OS crash may
