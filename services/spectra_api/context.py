@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from fastapi import Request
@@ -69,9 +69,37 @@ class ApiContext:
             for spare in spares:
                 self.pool.putconn(spare)
 
+    def gather_each(
+        self,
+        conn: psycopg.Connection,
+        batches: Sequence[Sequence[Reader]],
+        consume: Callable[[list[Any]], T],
+        *,
+        parallel: bool = True,
+    ) -> list[T]:
+        """``consume(gather(conn, batch))`` for each batch of readers, in order. Each batch
+        after the first is read in the background while the one before is consumed (so
+        ``consume`` must not use ``conn``): reading and consuming use a core each."""
+        if not batches:
+            return []
+        consumed: list[T] = []
+        results = self.gather(conn, batches[0], parallel=parallel)
+        for batch in batches[1:]:
+            reading = _PREFETCH.submit(self.gather, conn, batch, parallel=parallel)
+            try:
+                consumed.append(consume(results))
+            finally:
+                wait([reading])  # ``conn`` is the caller's again only once no read uses it
+            results = reading.result()
+        consumed.append(consume(results))
+        return consumed
+
 
 Reader = Callable[[psycopg.Connection], Any]
+T = TypeVar("T")
 _READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="reader")
+# Runs gather itself for gather_each; a pool of its own, as each gather waits for _READERS.
+_PREFETCH = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prefetch")
 
 
 def get_context(request: Request) -> ApiContext:
