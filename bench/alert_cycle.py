@@ -22,7 +22,8 @@ stops the service (SIGINT, its own graceful shutdown), which is not counted. Aft
 count is checked exactly. The CPU time of this process and of the local stack's servers over
 the same span is reported too (``/proc``), which shows where the machine's time went.
 
-``--sample`` (stack sampling of the consumer thread) and ``--profile DIR`` (cProfile) say where
+``--sample`` (stack sampling of the consumer loop, and of the store thread while the loop waits
+for it) and ``--profile DIR`` (cProfile) say where
 the consumer's wall time goes, for runs that miss a target.
 
 Everything runs in a database, Mongo database and topic prefix of its own (``bench_<random>``),
@@ -73,8 +74,7 @@ from services.ingest import service as ingest_service
 from services.ingest.alerts import AlertRows, alert_rows
 from tomstream import avro
 from tomstream.config import Settings, load_settings
-from tomstream.consumer import Incoming
-from tomstream.kafka import ensure_topics, make_producer
+from tomstream.kafka import Outgoing, deliver, ensure_topics, make_producer
 from tomstream.logs import configure_logging
 from tomstream.storage.migrations import migrate
 
@@ -376,26 +376,13 @@ def produce(
     producer = make_producer(
         settings, **{"queue.buffering.max.messages": 1_000_000, "batch.size": 1_000_000}
     )
-    failures: list[str] = []
-
-    def on_delivery(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
     started = time.perf_counter()
-    for payload, key in zip(payloads, keys, strict=True):
-        while True:
-            try:
-                producer.produce(topic, value=payload, key=key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    remaining = producer.flush(120)
-    elapsed = time.perf_counter() - started
-    if remaining or failures:
-        raise RuntimeError(f"{topic}: {remaining} undelivered, errors: {failures[:3]}")
-    return elapsed
+    deliver(
+        producer,
+        (Outgoing(topic, payload, key) for payload, key in zip(payloads, keys, strict=True)),
+        timeout_s=120,
+    )
+    return time.perf_counter() - started
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -650,7 +637,7 @@ class CpuMeter:
 # Where a sample of the consumer thread's stack is counted: the first rule, in this order,
 # that matches any frame (file suffix, function name; "" = any function of the file).
 SAMPLE_RULES: tuple[tuple[str, str, str], ...] = (
-    ("Kafka: consume (librdkafka)", "tomstream/consumer.py", "_received"),
+    ("consumer core: Kafka messages to Incoming", "tomstream/consumer.py", "_received"),
     ("Kafka: offset commit", "tomstream/consumer.py", "_commit"),
     ("decode: fastavro (decode_alert)", "tomstream/avro.py", "decode_alert"),
     ("decode: fastavro (decode_broker_message)", "tomstream/avro.py", "decode_broker_message"),
@@ -676,9 +663,28 @@ SAMPLE_RULES: tuple[tuple[str, str, str], ...] = (
     ("store: observe_delays (metrics)", "services/broker_poll/service.py", "observe_delays"),
     ("store: other (handler.store)", "services/ingest/service.py", "store"),
     ("store: other (handler.store)", "services/broker_poll/service.py", "store"),
-    ("consumer core: Incoming per message", "tomstream/consumer.py", "_incoming"),
-    ("consumer core: other (loop, batches, metrics)", "tomstream/consumer.py", ""),
+    ("MongoDB: waiting for the write beside PostgreSQL", "tomstream/storage/beside.py", ""),
+    ("consumer core: waiting for the store", "tomstream/consumer.py", "_finish_store"),
+    # Last: the loop's own line, i.e. librdkafka's consume() (a C call has no frame).
+    ("Kafka: consume (librdkafka, incl. waiting for data)", "tomstream/consumer.py", "_consume"),
+    ("consumer core: other", "tomstream/consumer.py", ""),
 )
+
+
+def _waits_for_store(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "_finish_store":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _store_thread_id() -> int | None:
+    """The consumer core's store thread (``<service>-store_0``)."""
+    for thread in threading.enumerate():
+        if thread.name.rsplit("_", 1)[0].endswith("-store"):
+            return thread.ident
+    return None
 
 
 class Sampler:
@@ -713,11 +719,14 @@ class Sampler:
     def _run(self, main_id: int) -> None:
         last = time.perf_counter()
         while not self._stop.wait(self._interval):
-            frame = sys._current_frames().get(main_id)
+            frames = sys._current_frames()
+            frame = frames.get(main_id)
             now = time.perf_counter()
             weight, last = now - last, now
             if frame is None:
                 continue
+            if _waits_for_store(frame):  # the loop waits: count what the store is doing
+                frame = frames.get(_store_thread_id(), frame)
             label, leaf = self._classify(frame)
             self.seconds[label] = self.seconds.get(label, 0.0) + weight
             self.leaves[leaf] = self.leaves.get(leaf, 0.0) + weight
@@ -956,8 +965,14 @@ def naive_broker_poll(dep: Deployment, topic: str, payloads: Sequence[bytes]) ->
         started = time.perf_counter()
         for offset, payload in enumerate(payloads):
             record = avro.decode_broker_message(payload)
-            incoming = Incoming(topic, 0, offset, int(time.time() * 1000), None, payload, ())
-            m = broker_poll_service.message_from_record(record, incoming=incoming)
+            m = broker_poll_service.message_from_record(
+                record,
+                kafka_timestamp=datetime.now(UTC),
+                topic=topic,
+                partition=0,
+                offset=offset,
+                payload=payload,
+            )
             classifier_id = classifier_ids.get(m.classifier)
             if classifier_id is None:
                 conn.execute(
@@ -1364,26 +1379,14 @@ def _part_seconds(stats: dict[FuncKey, Any], part: Part) -> float:
     return total
 
 
-_KAFKA_POLL = ("~", "<method 'poll' of 'cimpl.Consumer' objects>")
-_COPY_INSERT = ("tomstream/storage/postgres.py", "copy_insert")
-_POSTGRES_PARTS = (
-    Part("    PostgreSQL: copy_insert (all tables)", _COPY_INSERT),
-    Part("      COPY rows into the stage (Copy.write_row)", ("psycopg/_copy.py", "write_row")),
-    Part("      COPY end (Copy.__exit__)", ("psycopg/_copy.py", "__exit__")),
-    Part(
-        "      INSERT … SELECT … ON CONFLICT (Cursor.execute)",
-        ("psycopg/cursor.py", "execute"),
-        _COPY_INSERT,
-    ),
-    Part(
-        "      CREATE TEMP TABLE IF NOT EXISTS (Connection.execute)",
-        ("psycopg/connection.py", "execute"),
-        _COPY_INSERT,
-    ),
-    Part("    PostgreSQL: COMMIT (Transaction.__exit__)", ("psycopg/transaction.py", "__exit__")),
-)
 _COMMON_PARTS = (
-    Part("  Kafka poll (librdkafka; includes waiting for data)", _KAFKA_POLL),
+    Part(
+        "  Kafka consume (librdkafka; includes waiting for data)",
+        ("~", "<method 'consume' of 'cimpl.Consumer' objects>"),
+    ),
+    # The store runs in a thread of its own, which cProfile does not see: here it is the
+    # loop's wait for the previous batch's store (--sample shows what the store does then).
+    Part("  waiting for the store thread", ("tomstream/consumer.py", "_finish_store")),
     Part("  Kafka offset commits", ("~", "<method 'commit' of 'cimpl.Consumer' objects>")),
     Part("  prometheus_client (own time)", ("prometheus_client/metrics.py", ""), self_time=True),
 )
@@ -1394,12 +1397,6 @@ BREAKDOWNS: dict[str, tuple[tuple[str, str], tuple[Part, ...]]] = {
             Part("  decode step (IngestHandler.decode)", ("services/ingest/service.py", "decode")),
             Part("    decode_alert (fastavro)", ("tomstream/avro.py", "decode_alert")),
             Part("    alert_rows", ("services/ingest/alerts.py", "alert_rows")),
-            Part("  store (IngestHandler.store)", ("services/ingest/service.py", "store")),
-            Part("    IngestStore.write: own time", ("ingest/storage.py", "write"), self_time=True),
-            *_POSTGRES_PARTS,
-            Part("    MongoDB: insert_many", ("pymongo/synchronous/collection.py", "insert_many")),
-            Part("    MongoDB: bulk_write", ("pymongo/synchronous/collection.py", "bulk_write")),
-            Part("    MongoDB: find", ("pymongo/synchronous/cursor.py", "next")),
             *_COMMON_PARTS,
         ),
     ),
@@ -1409,12 +1406,6 @@ BREAKDOWNS: dict[str, tuple[tuple[str, str], tuple[Part, ...]]] = {
             Part("  decode step (BrokerPollHandler.decode)", ("broker_poll/service.py", "decode")),
             Part("    decode_broker_message (fastavro)", ("avro.py", "decode_broker_message")),
             Part("    message_from_record", ("broker_poll/service.py", "message_from_record")),
-            Part("  store (BrokerPollHandler.store)", ("broker_poll/service.py", "store")),
-            Part("    content_hash (sha256 of repr)", ("broker_poll/storage.py", "content_hash")),
-            Part("    psycopg array dumping", ("psycopg/types/array.py", "dump")),
-            *_POSTGRES_PARTS,
-            Part("    MongoDB: insert_many", ("pymongo/synchronous/collection.py", "insert_many")),
-            Part("    observe_delays (3 histograms)", ("broker_poll/service.py", "observe_delays")),
             *_COMMON_PARTS,
         ),
     ),
@@ -1430,8 +1421,8 @@ def print_profile(name: str, stats: pstats.Stats, top: int) -> None:
     table.add_column("part")
     table.add_column("seconds", justify="right")
     table.add_column("share", justify="right")
-    # cProfile covers the whole call, so the final poll timeout and shutdown are in here too
-    # (about 1-2 s of "Kafka poll"); --sample stops at the last message stored.
+    # cProfile covers the whole call, so the final consume timeout and shutdown are in here
+    # too (about 1 s of "Kafka consume"); --sample stops at the last message stored.
     table.add_row(f"{name} run(), whole call", f"{total:.2f}", "100%")
     for part in parts:
         seconds = _part_seconds(raw, part)
@@ -1494,13 +1485,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         metavar="DIR",
         help="cProfile the ingest and broker_poll runs into DIR/*.prof and print the top "
-        "functions (slows them: not with --write-docs)",
+        "functions of the consumer loop's thread; the store thread shows as the loop's wait "
+        "for it (slows them: not with --write-docs)",
     )
     parser.add_argument(
         "--sample",
         action="store_true",
-        help="sample the consumer thread's stack every 1 ms during the service runs and print "
-        "where its wall time goes (little overhead, but not with --write-docs)",
+        help="sample the consumer loop's stack every 1 ms during the service runs and print "
+        "where its wall time goes; while it waits for the store thread, that thread's stack "
+        "is sampled instead (little overhead, but not with --write-docs)",
     )
     parser.add_argument("--profile-top", type=int, default=25, help="lines per profile table")
     parser.add_argument("--keep", action="store_true", help="keep databases and topics")

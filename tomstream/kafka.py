@@ -49,13 +49,18 @@ def deliver(producer: Producer, messages: Iterable[Outgoing], timeout_s: float =
 
     count = 0
     for message in messages:
-        producer.produce(
-            message.topic,
-            message.value,
-            key=message.key,
-            headers=message.headers,
-            on_delivery=on_delivery,
-        )
+        while True:
+            try:
+                producer.produce(
+                    message.topic,
+                    message.value,
+                    key=message.key,
+                    headers=message.headers,
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
         producer.poll(0)  # serve delivery callbacks, so the local queue does not fill up
         count += 1
     unacknowledged = producer.flush(timeout_s)

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import psycopg
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaException, Producer
 from pydantic import BaseModel, ConfigDict
 
 from services.sim import storage
 from services.sim.alerts import ALERT_TOPICS, FULL_HISTORY_DAYS, encode_batch, through_mjd_after
 from services.sim.storage import PendingAlert, SimError
 from tomstream.config import Settings
-from tomstream.kafka import ensure_topics, make_producer
+from tomstream.kafka import Outgoing, deliver, ensure_topics, make_producer
 
 BATCH_ALERTS = 5000
 """Alerts per batch: one flush and one PostgreSQL transaction each."""
@@ -85,25 +85,21 @@ class AlertSender:
         conn: psycopg.Connection,
         *,
         rate: float | None = None,
-        batch_alerts: int = BATCH_ALERTS,
-        producer: Producer | None = None,
     ) -> None:
         self._settings = settings
         self._conn = conn
         self._pacer = _Pacer(rate)
         # At a limited rate, a batch is about a second's worth, so that what was sent is
         # recorded as it goes.
-        self._batch_alerts = min(batch_alerts, max(1, int(rate))) if rate else batch_alerts
-        self._producer = producer
+        self._batch_alerts = min(BATCH_ALERTS, max(1, int(rate))) if rate else BATCH_ALERTS
         self._topics = {name: settings.topic(name) for name in ALERT_TOPICS}
-        self._errors: list[KafkaError] = []
 
     def run(
         self, through_mjd: float, on_batch: Callable[[int], None] = lambda _sent: None
     ) -> SendSummary:
         started = time.monotonic()
         ensure_topics(self._settings, self._topics.values())  # fails fast if Kafka is down
-        producer = self._producer or make_producer(self._settings)
+        producer = make_producer(self._settings)
         locked = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (SEND_LOCK_KEY,)).fetchone()
         if not (locked and locked[0]):
             raise SimError("another `tomstream sim send` is running on this database")
@@ -147,33 +143,22 @@ class AlertSender:
         rows = storage.read_batch(self._conn, batch, FULL_HISTORY_DAYS)
         encoded = encode_batch(rows.objects, rows.sources, rows.forced)
         counts: Counter[str] = Counter()
-        for alert in batch:
-            self._pacer.wait()
-            if alert.diasource_id not in encoded.sources:
-                raise SimError(f"alert {alert.alert_id} has no diaSource {alert.diasource_id}")
-            key = str(alert.diaobject_id)
-            for topic, payload in encoded.messages(alert.alert_id, alert.diasource_id):
-                self._produce(producer, self._topics[topic], payload, key)
-                counts[topic] += 1
-        remaining = producer.flush(FLUSH_TIMEOUT_S)
-        if remaining:
+
+        def outgoing() -> Iterator[Outgoing]:
+            for alert in batch:
+                self._pacer.wait()
+                if alert.diasource_id not in encoded.sources:
+                    raise SimError(f"alert {alert.alert_id} has no diaSource {alert.diasource_id}")
+                key = str(alert.diaobject_id)
+                for topic, payload in encoded.messages(alert.alert_id, alert.diasource_id):
+                    counts[topic] += 1
+                    yield Outgoing(self._topics[topic], payload, key)
+
+        try:
+            deliver(producer, outgoing(), timeout_s=FLUSH_TIMEOUT_S)
+        except KafkaException as error:
             raise SimError(
-                f"Kafka did not confirm {remaining} message(s) within {FLUSH_TIMEOUT_S:.0f} s; "
-                "the batch was not marked sent and will be sent again"
-            )
-        if self._errors:
-            error, self._errors = self._errors[0], []
-            raise SimError(f"Kafka refused an alert ({error}); the batch was not marked sent")
+                f"Kafka did not take the batch ({error.args[0].str()}); it was not marked sent "
+                "and will be sent again"
+            ) from error
         return counts
-
-    def _produce(self, producer: Producer, topic: str, value: bytes, key: str) -> None:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
-                return
-            except BufferError:  # the local queue is full: let deliveries drain it
-                producer.poll(0.1)
-
-    def _delivered(self, error: KafkaError | None, _message: Message) -> None:
-        if error is not None:
-            self._errors.append(error)
