@@ -9,7 +9,7 @@ next batch is consumed and decoded; one batch is stored at a time, in order.
 * A crash replays at most the uncommitted batches, and handlers write idempotently (keyed on
   natural ids), so a replay never doubles a row.
 * A message the handler cannot decode, or whose data a store refuses (isolated by storing
-  the batch's messages one by one), goes to ``<topic>.dlq`` with headers naming its source
+  the batch in halves), goes to ``<topic>.dlq`` with headers naming its source
   topic, partition, offset and the error; the service goes on.
 * A store that fails transiently (database or Kafka unreachable) is retried with back-off,
   committing nothing meanwhile (librdkafka keeps the group membership alive for up to
@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -64,6 +65,11 @@ class Incoming:
     key: bytes | None
     payload: bytes
     headers: tuple[tuple[str, bytes], ...]
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The message's Kafka time, if it has one."""
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC) if self.timestamp_ms else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +222,8 @@ class _BatchStore:
         return True
 
     def _store(self, good: list[Decoded[Any]]) -> list[Rejected]:
-        """Store the batch; if the store refuses it, find the refused messages one by one."""
+        """Store the batch; if the store refuses it, halve it until the refused messages are
+        found (a few refused messages cost a few dozen stores, not one per message)."""
         if not good:
             return []
         try:
@@ -228,8 +235,9 @@ class _BatchStore:
             if len(good) == 1:
                 log.error("store refused a message", error=repr(error), exc_info=True)
                 return [Rejected(good[0].message, "store", f"{type(error).__name__}: {error}")]
-            log.warning("store refused a batch; storing it message by message", error=repr(error))
-        return [rejected for item in good for rejected in self._store([item])]
+            log.warning("store refused a batch; storing it in halves", error=repr(error))
+        middle = len(good) // 2
+        return self._store(good[:middle]) + self._store(good[middle:])
 
     def _send_dead_letters(self, rejected: list[Rejected], sent: set[tuple[str, int, int]]) -> None:
         fresh = [

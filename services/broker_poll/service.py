@@ -55,14 +55,17 @@ TOM_DELAY = Histogram(
 )
 
 
-def message_from_record(record: dict, *, incoming: Incoming | None = None) -> ClassificationMessage:
-    """A decoded brokerClassification record (v0_9_1) as a ClassificationMessage."""
-    pairs = [(c["classId"], c["probability"]) for c in record["classifications"]]
-    kafka_time = (
-        datetime.fromtimestamp(incoming.timestamp_ms / 1000, UTC)
-        if incoming is not None and incoming.timestamp_ms
-        else None
-    )
+def message_from_record(
+    record: dict,
+    *,
+    kafka_timestamp: datetime | None = None,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+    payload: bytes | None = None,
+) -> ClassificationMessage:
+    """A decoded brokerClassification record (v0_9_1) and where it came from."""
+    classifications = record["classifications"]
     return ClassificationMessage(
         alert_id=record["alertId"],
         diasource_id=record["diaSourceId"],
@@ -72,16 +75,16 @@ def message_from_record(record: dict, *, incoming: Incoming | None = None) -> Cl
             record["classifierName"],
             record["classifierParams"],
         ),
-        class_ids=tuple(class_id for class_id, _ in pairs),
-        probabilities=tuple(probability for _, probability in pairs),
+        class_ids=tuple(c["classId"] for c in classifications),
+        probabilities=tuple(c["probability"] for c in classifications),
         elasticc_publish_time=record["elasticcPublishTimestamp"],
         broker_ingest_time=record.get("brokerIngestTimestamp"),
         broker_publish_time=record.get("brokerPublishTimestamp"),
-        kafka_timestamp=kafka_time,
-        topic=incoming.topic if incoming else None,
-        partition=incoming.partition if incoming else None,
-        offset=incoming.offset if incoming else None,
-        payload=incoming.payload if incoming else None,
+        kafka_timestamp=kafka_timestamp,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        payload=payload,
     )
 
 
@@ -94,7 +97,14 @@ class BrokerPollHandler(BatchHandler[ClassificationMessage]):
 
     def decode(self, message: Incoming) -> ClassificationMessage:
         record = avro.decode_broker_message(message.payload)
-        return message_from_record(record, incoming=message)
+        return message_from_record(
+            record,
+            kafka_timestamp=message.timestamp,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            payload=message.payload,
+        )
 
     def store(self, batch: Sequence[Decoded[ClassificationMessage]]) -> None:
         now = datetime.now(UTC)

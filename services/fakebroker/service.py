@@ -37,7 +37,8 @@ class FakeBrokerHandler(BatchHandler[AlertToClassify]):
     def decode(self, message: Incoming) -> AlertToClassify:
         record = avro.decode_alert(message.payload).record
         # elasticcPublishTimestamp is the alert's Kafka timestamp, as the DESC broker test does.
-        published = datetime.fromtimestamp((message.timestamp_ms or 0) / 1000, UTC)
+        # (A message without a time, which Kafka >= 0.10 never delivers, gets the epoch.)
+        published = message.timestamp or datetime.fromtimestamp(0, UTC)
         return AlertToClassify(
             alert_id=record.get("alertId", record["diaSource"]["diaSourceId"]),
             diasource_id=record["diaSource"]["diaSourceId"],

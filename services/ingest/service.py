@@ -38,7 +38,7 @@ class IngestHandler(BatchHandler[AlertRows]):
                     topic=item.message.topic,
                     partition=item.message.partition,
                     offset=item.message.offset,
-                    kafka_timestamp=_kafka_time(item.message.timestamp_ms),
+                    kafka_timestamp=item.message.timestamp,
                     ingested_at=now,
                     payload=item.message.payload,
                 )
@@ -49,10 +49,6 @@ class IngestHandler(BatchHandler[AlertRows]):
     def close(self) -> None:
         self._store.close()
         self._postgres.close()
-
-
-def _kafka_time(timestamp_ms: int | None) -> datetime | None:
-    return datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms else None
 
 
 def run(

@@ -7,7 +7,6 @@ in MongoDB like a Kafka one (Avro-encoded from the JSON received).
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,10 +51,9 @@ def push(context: ApiContext, messages: list[BrokerMessageIn]) -> dict[str, int]
     stored = []
     for message in messages:
         record = _record(message)
-        parsed = message_from_record(record)
         stored.append(
-            dataclasses.replace(
-                parsed,
+            message_from_record(
+                record,
                 kafka_timestamp=record["brokerPublishTimestamp"],
                 topic=PUSH_TOPIC,
                 payload=avro.encode(avro.BROKER_CLASSIFICATION, record),
