@@ -14,6 +14,7 @@ each other's data.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
 from pymongo import MongoClient
 
 from tomstream.config import Settings
@@ -175,3 +177,30 @@ def missing_reference(message: str) -> None:
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 60) -> list[Message]:
+    """Every message in ``topic`` now (all partitions, from the start), as received."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"test-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        wanted = 0
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            wanted += high - low
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while len(messages) < wanted and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                messages.append(message)
+        return messages
+    finally:
+        consumer.close()

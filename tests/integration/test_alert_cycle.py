@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
-from conftest import SHARED, Isolated, Servers, missing_reference
+from conftest import SHARED, Isolated, Servers, missing_reference, read_topic
 from pymongo import MongoClient
 
 from tomstream import avro
@@ -181,22 +180,10 @@ def test_replaying_every_topic_changes_no_count(cycle: dict) -> None:
 
 def test_raw_alerts_read_back_byte_identical_to_what_was_produced(cycle: dict) -> None:
     settings: Settings = cycle["deployment"].settings
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": f"reader-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([settings.topic("alerts-wfd")])
-    produced: dict[int, bytes] = {}
-    deadline = time.monotonic() + 60
-    while len(produced) < AFTER_100_MORE_DAYS["alerts"] and time.monotonic() < deadline:
-        message = consumer.poll(1)
-        if message is not None and message.error() is None:
-            produced[avro.decode_alert(message.value()).record["alertId"]] = message.value()
-    consumer.close()
+    produced = {
+        avro.decode_alert(message.value()).record["alertId"]: message.value()
+        for message in read_topic(settings, settings.topic("alerts-wfd"))
+    }
     assert len(produced) == AFTER_100_MORE_DAYS["alerts"]
     with MongoClient(settings.mongodb_uri) as client:
         stored = {

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from conftest import read_topic
 
 from tomstream import metrics, roundtrip
 from tomstream.config import Settings
@@ -34,29 +34,6 @@ def _produce_raw(settings: Settings, topic: str, payloads: Sequence[bytes]) -> N
     for payload in payloads:
         producer.produce(topic, payload)
     assert producer.flush(30) == 0
-
-
-def _read_all(settings: Settings, topic: str) -> list:
-    """Every message currently in partition 0 of ``topic``."""
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        messages = []
-        deadline = time.monotonic() + 30
-        while len(messages) < high and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is not None and message.error() is None:
-                messages.append(message)
-        return messages
-    finally:
-        consumer.close()
 
 
 def _landed(settings: Settings, first_id: int, count: int) -> tuple[int, int]:
@@ -97,7 +74,7 @@ def test_sigkill_mid_stream_then_restart_stores_each_message_exactly_once(
     assert second_run.returncode == 0
 
     assert _landed(test_settings, first_id, count) == (count, count)
-    dead = _read_all(test_settings, topic + ".dlq")
+    dead = read_topic(test_settings, topic + ".dlq")
     assert dead, "the poison message must reach the dead-letter topic"
     for message in dead:  # at least once: a kill may repeat a dead letter, never change it
         headers = {key: value.decode() for key, value in message.headers()}
@@ -180,7 +157,7 @@ def test_a_message_the_store_refuses_is_isolated_and_dead_lettered(
 
     assert _landed(test_settings, first_id, count) == (count - 1, count - 1)
     assert (stats.stored, stats.dead_lettered) == (count - 1, 1)
-    (dead,) = _read_all(test_settings, topic + ".dlq")
+    (dead,) = read_topic(test_settings, topic + ".dlq")
     headers = {key: value.decode() for key, value in dead.headers()}
     assert headers["dlq.stage"] == "store"
     assert headers["dlq.source.offset"] == "17"

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -23,8 +22,7 @@ import numpy as np
 import psycopg
 import pytest
 from astropy.io import fits
-from confluent_kafka import Consumer, TopicPartition
-from conftest import SHARED, Isolated, missing_reference
+from conftest import SHARED, Isolated, missing_reference, read_topic
 
 from services.sim import alerts, send, storage, synth
 from tomstream.avro import decode_alert
@@ -70,33 +68,12 @@ def _sent(stdout: str) -> int:
 
 def _read_topic(settings: Settings, name: str) -> list[dict]:
     """Every alert on a topic (all partitions, from the start), decoded."""
-    topic = settings.topic(name)
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": f"sim-test-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        wanted = 0
-        for partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            wanted += high - low
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records: list[dict] = []
-        deadline = time.monotonic() + 60
-        while len(records) < wanted and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is not None and message.error() is None:
-                decoded = decode_alert(message.value())
-                assert message.key() == str(decoded.record["diaObject"]["diaObjectId"]).encode()
-                records.append(decoded.record)
-        assert len(records) == wanted
-        return records
-    finally:
-        consumer.close()
+    records: list[dict] = []
+    for message in read_topic(settings, settings.topic(name)):
+        decoded = decode_alert(message.value())
+        assert message.key() == str(decoded.record["diaObject"]["diaObjectId"]).encode()
+        records.append(decoded.record)
+    return records
 
 
 def _expected_history(
