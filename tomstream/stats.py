@@ -6,6 +6,8 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
+from services.broker_poll.storage import RAW_BROKER_MESSAGES
+from services.ingest.storage import RAW_ALERTS
 from tomstream.config import Settings
 from tomstream.consumer import DLQ_SUFFIX
 from tomstream.storage.mongo import mongo_database
@@ -35,8 +37,8 @@ def collect(settings: Settings) -> dict[str, int]:
     finally:
         postgres.close()
     mongo = mongo_database(settings)
-    counts["raw_alerts"] = mongo["alerts"].count_documents({})
-    counts["raw_broker_messages"] = mongo["broker_messages"].count_documents({})
+    counts["raw_alerts"] = mongo[RAW_ALERTS].count_documents({})
+    counts["raw_broker_messages"] = mongo[RAW_BROKER_MESSAGES].count_documents({})
     counts["dead_letters"] = count_dead_letters(settings)
     return counts
 

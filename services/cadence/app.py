@@ -9,7 +9,7 @@ commit's NOTIFY, so a trigger reaches ``cadence-triggers`` within milliseconds.
 Delivery is at least once: faust acknowledges a batch's events only after the transaction
 committed, and commits offsets every second; events read again after a crash are duplicates
 that the decisions recognise. An event that does not decode, or whose decision PostgreSQL
-refuses (found by deciding the batch event by event), goes to ``observation-status.dlq``.
+refuses (found by halving the batch), goes to ``observation-status.dlq``.
 """
 
 from __future__ import annotations
@@ -156,8 +156,7 @@ def create_app(
     async def decide(stream: faust.StreamT[Any]) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             messages = [_incoming(event) for event in events]
-            for message in messages:
-                metrics.CONSUMED.labels(SERVICE, message.topic).inc()
+            metrics.CONSUMED.labels(SERVICE, status_topic.get_topic_name()).inc(len(messages))
             await asyncio.to_thread(decisions, messages)
 
     @app.on_partitions_assigned.connect

@@ -23,8 +23,8 @@ ConfigOption = Annotated[
         "--config",
         metavar="FILE",
         help="Cadence configuration (strategy plugins by dotted path, facilities with their "
-        "status maps and parameter models) [default: $TOMSTREAM_CADENCE_CONFIG, else the "
-        "built-in strategies and the FAKE facility].",
+        "status maps and parameter models) (default: $TOMSTREAM_CADENCE_CONFIG, else the "
+        "built-in strategies and the FAKE facility).",
     ),
 ]
 

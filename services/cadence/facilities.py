@@ -76,10 +76,6 @@ class StatusMap(BaseModel):
             return Outcome.FAILED
         return Outcome.UNKNOWN
 
-    @property
-    def known(self) -> frozenset[str]:
-        return self.pending | self.success | self.failed
-
 
 # The LCO observation portal's request states, as the TOM Toolkit's OCS facility sorts them.
 LCO_STATUSES = StatusMap(

@@ -566,8 +566,7 @@ class Decider:
                 for word in facility.statuses.success | facility.statuses.failed
             }
         )
-        conn = self._db.connection()
-        with conn.transaction():
+        with self._db.transaction() as conn:
             candidates = storage.sweep_candidates(conn, terminal)
         for first in range(0, len(candidates), chunk):
             with self._db.transaction() as conn:

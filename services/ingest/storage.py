@@ -110,8 +110,10 @@ class IngestStore:
                 map(_object_row, objects.values()),
                 on_conflict=_OBJECT_UPSERT,
             )
-            copy_insert(conn, "diasource", SOURCE_COLUMNS, sources.values())
-            copy_insert(conn, "diaforcedsource", FORCED_COLUMNS, forced.values())
+            if sources:  # usually: every history row of the batch was already known
+                copy_insert(conn, "diasource", SOURCE_COLUMNS, sources.values())
+            if forced:
+                copy_insert(conn, "diaforcedsource", FORCED_COLUMNS, forced.values())
             copy_insert(conn, "alert_receipt", _RECEIPT_COLUMNS, map(_receipt_row, receipts))
         self._known_sources.add_all(sources)
         self._known_forced.add_all(forced)

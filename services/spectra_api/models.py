@@ -27,14 +27,6 @@ from pydantic import (
 from services.spectra_api import taxonomy
 
 MAX_ID = 2**63 - 1  # PostgreSQL bigint
-BANDS = ("u", "g", "r", "i", "z", "Y")
-HOST_KEYS = (
-    *(f"hostgal_mag_{b}" for b in "ugrizy"),
-    *(f"hostgal_magerr_{b}" for b in "ugrizy"),
-    "hostgal_ellipticity",
-    "hostgal_sqradius",
-    "hostgal_snsep",
-)
 
 
 def _storable_text(value: str) -> str:

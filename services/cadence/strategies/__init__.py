@@ -78,6 +78,3 @@ class StrategyRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._by_path)
-
-    def describe(self) -> dict[str, str]:
-        return {path: type(strategy).description for path, strategy in self._by_path.items()}

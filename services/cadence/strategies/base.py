@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from services.cadence.facilities import Outcome, Window
 
@@ -72,9 +72,6 @@ class StrategyResult:
 class CadenceStrategy(ABC):
     """Base class of cadence strategies. Subclass it, implement :meth:`decide`, and list the
     class's dotted path under ``strategies`` in the cadence configuration."""
-
-    #: Shown by the HTTP API and in the docs.
-    description: ClassVar[str] = ""
 
     @abstractmethod
     def decide(self, view: CadenceView) -> StrategyResult:

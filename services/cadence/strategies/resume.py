@@ -22,11 +22,6 @@ class ResumeCadenceAfterFailure(CadenceStrategy):
       that is already past, and keeps the previous length.
     """
 
-    description = (
-        "One observation at a time: after a success the next one a frequency later, after a "
-        "failure a new one at once with the same window length."
-    )
-
     def decide(self, view: CadenceView) -> StrategyResult:
         latest = view.latest
         if not latest.outcome.terminal:

@@ -21,11 +21,6 @@ class RetryFailedObservations(CadenceStrategy):
     and none is pending: i.e. every chain of retries ended in a success.
     """
 
-    description = (
-        "Retries each failed observation once, its window shifted by the frequency; finished "
-        "when every observation has succeeded."
-    )
-
     def decide(self, view: CadenceView) -> StrategyResult:
         open_failures = [
             obs
