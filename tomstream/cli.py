@@ -133,7 +133,7 @@ def db_migrate() -> None:
 Count = Annotated[int, typer.Option("--count", min=1, help="How many messages.")]
 TopicOpt = Annotated[
     str | None,
-    typer.Option("--topic", help="Topic name [default: <topic prefix>roundtrip]."),
+    typer.Option("--topic", help="Topic name (default: <topic prefix>roundtrip)."),
 ]
 
 
@@ -141,7 +141,7 @@ TopicOpt = Annotated[
 def roundtrip_produce(
     count: Count = 1000,
     first_id: Annotated[
-        int | None, typer.Option("--first-id", help="First message id [default: from the clock].")
+        int | None, typer.Option("--first-id", help="First message id (default: from the clock).")
     ] = None,
     topic: TopicOpt = None,
 ) -> None:

@@ -28,11 +28,16 @@ GroupId = Annotated[
     typer.Option(
         "--group-id",
         metavar="ID",
-        help="Kafka consumer group [default: <topic prefix>tomstream-<service>]. "
+        help="Kafka consumer group (default: <topic prefix>tomstream-<service>). "
         "A new group starts from the earliest offset, so a replay is one new group id.",
     ),
 ]
 BatchSize = Annotated[
     int,
-    typer.Option("--batch-size", min=1, help="Messages stored per batch (one commit each)."),
+    typer.Option(
+        "--batch-size",
+        min=1,
+        help="Most messages taken and stored per batch "
+        "(offsets are committed at most once a second).",
+    ),
 ]

@@ -1,6 +1,6 @@
 """Where classifications are stored: classifiers, one row per message, the raw message.
 
-Used by the broker_poll consumer and (later) by the API's push path, so both deduplicate the
+Used by the broker_poll consumer and by the API's push path, so both deduplicate the
 same way: the same classifier saying the same thing about the same alert is one row.
 """
 
