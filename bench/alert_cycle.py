@@ -66,13 +66,16 @@ from pymongo.errors import DuplicateKeyError
 from rich.console import Console
 from rich.table import Table
 
+from services.broker_poll import BATCH_SIZE as BROKER_POLL_BATCH_SIZE
 from services.broker_poll import service as broker_poll_service
+from services.broker_poll.archive import count_raw_messages
 from services.broker_poll.config import BrokerPollConfig, BrokerSource
-from services.broker_poll.storage import raw_document
 from services.fakebroker.classify import classification_messages
+from services.ingest import BATCH_SIZE as INGEST_BATCH_SIZE
 from services.ingest import service as ingest_service
 from services.ingest.alerts import AlertRows, alert_rows
 from tomstream import avro
+from tomstream.classification_reader import read_classification
 from tomstream.config import Settings, load_settings
 from tomstream.kafka import Outgoing, deliver, ensure_topics, make_producer
 from tomstream.logs import configure_logging
@@ -640,14 +643,14 @@ SAMPLE_RULES: tuple[tuple[str, str, str], ...] = (
     ("consumer core: Kafka messages to Incoming", "tomstream/consumer.py", "_received"),
     ("Kafka: offset commit", "tomstream/consumer.py", "_commit"),
     ("decode: fastavro (decode_alert)", "tomstream/avro.py", "decode_alert"),
-    ("decode: fastavro (decode_broker_message)", "tomstream/avro.py", "decode_broker_message"),
+    ("decode: read_classification", "tomstream/classification_reader.py", ""),
     ("decode: alert_rows", "services/ingest/alerts.py", ""),
-    ("decode: message_from_record", "services/broker_poll/service.py", "message_from_record"),
+    ("decode: classification_message", "services/broker_poll/service.py", "classification_message"),
     ("MongoDB: find (existing ids)", "pymongo/synchronous/cursor.py", ""),
     ("MongoDB: insert_many (incl. BSON)", "pymongo/synchronous/collection.py", "insert_many"),
     ("MongoDB: bulk_write (incl. BSON)", "pymongo/synchronous/collection.py", "bulk_write"),
     ("MongoDB: build documents", "services/ingest/storage.py", "_raw_document"),
-    ("MongoDB: build documents", "services/broker_poll/storage.py", "raw_document"),
+    ("MongoDB: build documents", "services/broker_poll/archive.py", "block_document"),
     ("PostgreSQL: COMMIT", "psycopg/transaction.py", "__exit__"),
     ("PostgreSQL: CREATE TEMP TABLE IF NOT EXISTS", "psycopg/connection.py", "execute"),
     ("PostgreSQL: COPY rows (format + send)", "psycopg/_copy.py", "write_row"),
@@ -835,7 +838,7 @@ def time_decode(payloads: Sequence[bytes], passes: int) -> tuple[float, float]:
 
 
 def time_broker_decode(payloads: Sequence[bytes], passes: int) -> float:
-    decode = avro.decode_broker_message
+    decode = read_classification
     best = math.inf
     for _ in range(passes):
         started = time.perf_counter()
@@ -964,9 +967,8 @@ def naive_broker_poll(dep: Deployment, topic: str, payloads: Sequence[bytes]) ->
         raw = client[dep.naive_mongo]["broker_messages"]
         started = time.perf_counter()
         for offset, payload in enumerate(payloads):
-            record = avro.decode_broker_message(payload)
-            m = broker_poll_service.message_from_record(
-                record,
+            m = broker_poll_service.classification_message(
+                read_classification(payload),
                 kafka_timestamp=datetime.now(UTC),
                 topic=topic,
                 partition=0,
@@ -999,7 +1001,9 @@ def naive_broker_poll(dep: Deployment, topic: str, payloads: Sequence[bytes]) ->
                 ),
             )  # fmt: skip
             with suppress(DuplicateKeyError):  # a replayed message: stored once
-                raw.insert_one(raw_document(m, now))
+                raw.insert_one(
+                    {"_id": f"{topic}:{offset}", "payload": Binary(payload), "ingestedAt": now}
+                )
         seconds = time.perf_counter() - started
         rows = conn.execute("SELECT count(*) FROM broker_message").fetchone()
         documents = raw.count_documents({})
@@ -1064,7 +1068,7 @@ def ingest_checks(dep: Deployment, stream: Stream, timing: ServiceTiming) -> lis
 def broker_checks(dep: Deployment, messages: int, timing: ServiceTiming) -> list[Check]:
     dsn = dep.settings.postgres_dsn
     with MongoClient(dep.settings.mongodb_uri) as client:
-        raw = client[dep.settings.mongodb_database]["broker_messages"].count_documents({})
+        raw = count_raw_messages(client[dep.settings.mongodb_database])
     stored = messages if timing.finished else timing.stored
     return [
         Check("broker_poll: messages stored (counter)", messages, timing.stored),
@@ -1269,7 +1273,8 @@ class Results:
             "How it is timed: bare decode loops over the encoded payloads in memory (the "
             "fastest of `--decode-passes` passes). Each "
             "service runs in the benchmark's process (its consumer loop in the main thread, its "
-            "store in a second thread) on a "
+            "store in a second thread) with its default batch size (the same as its command's: "
+            f"ingest {INGEST_BATCH_SIZE:,}, broker_poll {BROKER_POLL_BATCH_SIZE:,}) on a "
             "new consumer group; a thread reads the service's own counter "
             "`tomstream_messages_stored_total` (incremented once a batch is in both stores) "
             "every 20 ms, and the rate is N / (time from calling `run()` to the counter "
@@ -1404,8 +1409,10 @@ BREAKDOWNS: dict[str, tuple[tuple[str, str], tuple[Part, ...]]] = {
         ("services/broker_poll/service.py", "run"),
         (
             Part("  decode step (BrokerPollHandler.decode)", ("broker_poll/service.py", "decode")),
-            Part("    decode_broker_message (fastavro)", ("avro.py", "decode_broker_message")),
-            Part("    message_from_record", ("broker_poll/service.py", "message_from_record")),
+            Part("    read_classification", ("classification_reader.py", "read_classification")),
+            Part(
+                "    classification_message", ("broker_poll/service.py", "classification_message")
+            ),
             *_COMMON_PARTS,
         ),
     ),

@@ -301,6 +301,8 @@ def decode_broker_message(payload: Payload | None) -> dict[str, Any]:
     message starts with ``alertId`` and its zigzag varint begins with 0 only for ``alertId == 0``.
 
     The timestamps (``timestamp-millis``) come back as timezone-aware UTC ``datetime``s.
+    broker_poll reads with :mod:`tomstream.classification_reader` (faster, same results); this
+    general decode is the reference its tests compare with.
     """
     if not payload:
         raise DecodeError("empty message, expected a broker classification")

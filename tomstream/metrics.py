@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, Info
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 CONSUMED = Counter(
     "tomstream_messages_consumed_total", "Messages read from Kafka", ["service", "topic"]
@@ -47,6 +52,70 @@ CONSUMER_LAG = Gauge(
     "Messages behind the end of the partition (from librdkafka statistics)",
     ["service", "topic", "partition"],
 )
+
+
+class BatchHistogram:
+    """A labelled histogram that takes a whole batch of observations at once.
+
+    prometheus_client's Histogram takes one value per call, under a lock, with a Python loop
+    over the buckets: ~1 µs, three times per classification message. This one sorts a batch
+    into the buckets with numpy and is exposed as an ordinary histogram (``_bucket``,
+    ``_count``, ``_sum``) through the registry's custom-collector interface.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+        self._bounds = np.asarray(sorted(buckets), dtype=float)
+        self._counts: dict[tuple[str, ...], np.ndarray] = {}  # per bucket, +Inf last
+        self._sums: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, labels: Sequence[str], values: Sequence[float]) -> None:
+        if not values:
+            return
+        array = np.asarray(values, dtype=float)
+        # side="left": a value equal to a bound belongs to that bound's bucket (le).
+        counts = np.bincount(
+            np.searchsorted(self._bounds, array, side="left"), minlength=len(self._bounds) + 1
+        )
+        key = tuple(labels)
+        with self._lock:
+            if key in self._counts:
+                self._counts[key] += counts
+            else:
+                self._counts[key] = counts
+            self._sums[key] = self._sums.get(key, 0.0) + float(array.sum())
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = self._family()
+        with self._lock:
+            snapshot = [
+                (key, counts.cumsum(), self._sums[key]) for key, counts in self._counts.items()
+            ]
+        for key, cumulative, total in snapshot:
+            edges = [*(floatToGoString(b) for b in self._bounds), "+Inf"]
+            family.add_metric(
+                list(key),
+                [(edge, float(count)) for edge, count in zip(edges, cumulative, strict=True)],
+                total,
+            )
+        yield family
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
 
 LAST_ERROR = Info("tomstream_last_error", "The latest error a service met and survived")

@@ -6,7 +6,7 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from services.broker_poll.storage import RAW_BROKER_MESSAGES
+from services.broker_poll.archive import count_raw_messages
 from services.ingest.storage import RAW_ALERTS
 from tomstream.config import Settings
 from tomstream.consumer import DLQ_SUFFIX
@@ -38,7 +38,7 @@ def collect(settings: Settings) -> dict[str, int]:
         postgres.close()
     mongo = mongo_database(settings)
     counts["raw_alerts"] = mongo[RAW_ALERTS].count_documents({})
-    counts["raw_broker_messages"] = mongo[RAW_BROKER_MESSAGES].count_documents({})
+    counts["raw_broker_messages"] = count_raw_messages(mongo)
     counts["dead_letters"] = count_dead_letters(settings)
     return counts
 

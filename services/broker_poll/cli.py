@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from services.broker_poll import BATCH_SIZE
 from tomstream.cli_options import BatchSize, CommandError, ExitOnIdle, GroupId
 
 
@@ -22,7 +23,7 @@ def broker_poll(
     ] = None,
     exit_on_idle: ExitOnIdle = None,
     group_id: GroupId = None,
-    batch_size: BatchSize = 1000,
+    batch_size: BatchSize = BATCH_SIZE,
 ) -> None:
     """Consume brokers' classification topics into PostgreSQL and MongoDB.
 

@@ -8,17 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from prometheus_client import Histogram
-
+from services.broker_poll import BATCH_SIZE
 from services.broker_poll.config import BrokerPollConfig, BrokerSource
-from services.broker_poll.storage import (
-    RAW_BROKER_MESSAGES,
-    ClassificationMessage,
-    ClassificationStore,
-)
-from tomstream import avro
+from services.broker_poll.storage import ClassificationMessage, ClassificationStore
+from tomstream.classification_reader import Classification, read_classification
 from tomstream.config import Settings
 from tomstream.consumer import (
     BatchHandler,
@@ -29,25 +23,26 @@ from tomstream.consumer import (
     default_group_id,
     run_consumers,
 )
+from tomstream.metrics import BatchHistogram
 from tomstream.storage.mongo import mongo_database
 from tomstream.storage.postgres import Postgres
 
 SERVICE = "broker-poll"
 
 _DELAY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400)
-FULL_DELAY = Histogram(
+FULL_DELAY = BatchHistogram(
     "tomstream_classification_full_delay_seconds",
     "Our ingest time minus the alert's publish time",
     ["broker", "classifier"],
     buckets=_DELAY_BUCKETS,
 )
-BROKER_DELAY = Histogram(
+BROKER_DELAY = BatchHistogram(
     "tomstream_classification_broker_delay_seconds",
     "Classification Kafka time minus the alert's publish time",
     ["broker", "classifier"],
     buckets=_DELAY_BUCKETS,
 )
-TOM_DELAY = Histogram(
+TOM_DELAY = BatchHistogram(
     "tomstream_classification_tom_delay_seconds",
     "Our ingest time minus the classification's Kafka time",
     ["broker", "classifier"],
@@ -55,31 +50,26 @@ TOM_DELAY = Histogram(
 )
 
 
-def message_from_record(
-    record: dict,
+def classification_message(
+    c: Classification,
     *,
-    kafka_timestamp: datetime | None = None,
-    topic: str | None = None,
+    kafka_timestamp: datetime | None,
+    topic: str,
     partition: int | None = None,
     offset: int | None = None,
     payload: bytes | None = None,
+    broker_publish_time: datetime | None = None,
 ) -> ClassificationMessage:
-    """A decoded brokerClassification record (v0_9_1) and where it came from."""
-    classifications = record["classifications"]
+    """A classification read from Kafka (or pushed) and where it came from."""
     return ClassificationMessage(
-        alert_id=record["alertId"],
-        diasource_id=record["diaSourceId"],
-        classifier=(
-            record["brokerName"],
-            record["brokerVersion"],
-            record["classifierName"],
-            record["classifierParams"],
-        ),
-        class_ids=tuple(c["classId"] for c in classifications),
-        probabilities=tuple(c["probability"] for c in classifications),
-        elasticc_publish_time=record["elasticcPublishTimestamp"],
-        broker_ingest_time=record.get("brokerIngestTimestamp"),
-        broker_publish_time=record.get("brokerPublishTimestamp"),
+        alert_id=c.alert_id,
+        diasource_id=c.diasource_id,
+        classifier=(c.broker_name, c.broker_version, c.classifier_name, c.classifier_params),
+        class_ids=c.class_ids,
+        probabilities=c.probabilities,
+        elasticc_publish_time=c.elasticc_publish_time,
+        broker_ingest_time=c.broker_ingest_time,
+        broker_publish_time=broker_publish_time,  # not in the Avro schema: pushes may give it
         kafka_timestamp=kafka_timestamp,
         topic=topic,
         partition=partition,
@@ -91,14 +81,11 @@ def message_from_record(
 class BrokerPollHandler(BatchHandler[ClassificationMessage]):
     def __init__(self, settings: Settings) -> None:
         self._postgres = Postgres(settings.postgres_dsn, application_name="tomstream-broker-poll")
-        self._store = ClassificationStore(
-            self._postgres, mongo_database(settings)[RAW_BROKER_MESSAGES]
-        )
+        self._store = ClassificationStore(self._postgres, mongo_database(settings))
 
     def decode(self, message: Incoming) -> ClassificationMessage:
-        record = avro.decode_broker_message(message.payload)
-        return message_from_record(
-            record,
+        return classification_message(
+            read_classification(message.payload),
             kafka_timestamp=message.timestamp,
             topic=message.topic,
             partition=message.partition,
@@ -118,22 +105,24 @@ class BrokerPollHandler(BatchHandler[ClassificationMessage]):
 
 
 def observe_delays(messages: Sequence[ClassificationMessage], ingested_at: datetime) -> None:
-    """The three delay histograms, per broker and classifier (label lookups once per batch)."""
-    histograms: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+    """The three delay histograms, per broker and classifier, a batch at a time."""
+    delays: dict[tuple[str, str], tuple[list[float], list[float], list[float]]] = {}
     for m in messages:
         labels = (m.classifier[0], m.classifier[2])
-        if labels not in histograms:
-            histograms[labels] = tuple(
-                h.labels(*labels) for h in (FULL_DELAY, BROKER_DELAY, TOM_DELAY)
-            )
-        full, broker, tom = histograms[labels]
+        if labels not in delays:
+            delays[labels] = ([], [], [])
+        full, broker, tom = delays[labels]
         published = m.elasticc_publish_time
         if published is not None:
-            full.observe((ingested_at - published).total_seconds())
+            full.append((ingested_at - published).total_seconds())
             if m.kafka_timestamp is not None:
-                broker.observe((m.kafka_timestamp - published).total_seconds())
+                broker.append((m.kafka_timestamp - published).total_seconds())
         if m.kafka_timestamp is not None:
-            tom.observe((ingested_at - m.kafka_timestamp).total_seconds())
+            tom.append((ingested_at - m.kafka_timestamp).total_seconds())
+    for labels, (full, broker, tom) in delays.items():
+        FULL_DELAY.observe_many(labels, full)
+        BROKER_DELAY.observe_many(labels, broker)
+        TOM_DELAY.observe_many(labels, tom)
 
 
 def _group_id(
@@ -151,7 +140,7 @@ def run(
     *,
     group_id: str | None = None,
     exit_on_idle_s: float | None = None,
-    batch_size: int = 1000,
+    batch_size: int = BATCH_SIZE,
 ) -> list[ConsumerStats]:
     specs = [
         ConsumerSpec(

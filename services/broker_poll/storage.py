@@ -14,14 +14,11 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from bson import Binary
-from pymongo.collection import Collection
+from pymongo.database import Database
 
+from services.broker_poll.archive import RawArchive
 from tomstream.storage.beside import Beside
-from tomstream.storage.mongo import insert_new
-from tomstream.storage.postgres import Postgres, copy_insert
-
-RAW_BROKER_MESSAGES = "broker_messages"
+from tomstream.storage.postgres import FLOAT4, INT2, Postgres, binary_array, copy_insert
 
 ClassifierKey = tuple[str, str, str, str]  # broker name, broker version, name, params
 
@@ -32,7 +29,7 @@ _MESSAGE_COLUMNS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to build, once per message
 class ClassificationMessage:
     """One brokerClassification message, wherever it came from."""
 
@@ -50,7 +47,7 @@ class ClassificationMessage:
     offset: int | None
     payload: bytes | None  # the exact bytes received, when it came from Kafka
     #: What makes two deliveries the same classification (timestamps do not); computed once,
-    #: as both the PostgreSQL row and the raw document are keyed on it.
+    #: as the PostgreSQL row (and a pushed message's raw document) are keyed on it.
     content_hash: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,27 +55,30 @@ class ClassificationMessage:
         n = len(self.class_ids)
         numbers = struct.pack(f"<q{n}i{n}d", self.alert_id, *self.class_ids, *self.probabilities)
         names = "\0".join(self.classifier).encode()
-        object.__setattr__(self, "content_hash", hashlib.sha256(numbers + names).digest())
+        self.content_hash = hashlib.sha256(numbers + names).digest()
 
 
 class ClassificationStore:
-    def __init__(self, postgres: Postgres, raw: Collection[dict[str, Any]]) -> None:
+    def __init__(self, postgres: Postgres, mongo: Database[dict[str, Any]]) -> None:
         self._postgres = postgres
-        self._raw = raw
+        self._archive = RawArchive(mongo)
         self._classifier_ids: dict[ClassifierKey, int] = {}
         self._beside = Beside("broker-poll-mongo")
 
     def write(self, messages: Sequence[ClassificationMessage], ingested_at: datetime) -> int:
         """Store messages idempotently; return how many were new."""
-        raw = [raw_document(m, ingested_at) for m in messages]
-        with self._beside.running(insert_new, self._raw, raw), self._postgres.transaction() as conn:
+        with (
+            self._beside.running(self._archive.store, messages, ingested_at),
+            self._postgres.transaction() as conn,
+        ):
             ids = self._classifier_ids_for({m.classifier for m in messages}, conn)
             inserted = copy_insert(
                 conn,
                 "broker_message",
                 _MESSAGE_COLUMNS,
                 (_message_row(m, ids[m.classifier], ingested_at) for m in messages),
-                on_conflict="ON CONFLICT (classifier_id, alert_id, content_hash) DO NOTHING",
+                on_conflict="ON CONFLICT (alert_id, classifier_id, content_hash) DO NOTHING",
+                prepacked=("class_ids", "probabilities"),
             )
         # Remembered only now: ids from a rolled-back transaction would not exist.
         self._classifier_ids.update(ids)
@@ -114,34 +114,8 @@ def _message_row(
     m: ClassificationMessage, classifier_id: int, ingested_at: datetime
 ) -> tuple[Any, ...]:
     return (
-        classifier_id, m.alert_id, m.diasource_id, m.content_hash, list(m.class_ids),
-        list(m.probabilities), m.elasticc_publish_time, m.broker_ingest_time,
+        classifier_id, m.alert_id, m.diasource_id, m.content_hash,
+        binary_array(INT2, m.class_ids), binary_array(FLOAT4, m.probabilities),
+        m.elasticc_publish_time, m.broker_ingest_time,
         m.broker_publish_time, m.kafka_timestamp, ingested_at, m.topic, m.partition, m.offset,
     )  # fmt: skip
-
-
-def raw_document(m: ClassificationMessage, ingested_at: datetime) -> dict[str, Any]:
-    """The message as received, keyed by where it was received.
-
-    A Kafka message's natural id is its position, so a replay or a retry finds the same
-    ``_id``; positions also sort, which keeps FerretDB's index inserts local (random keys
-    such as hashes cost it ~40 % more CPU per document). A pushed message has no position:
-    its content decides.
-    """
-    if m.topic is None or m.partition is None or m.offset is None:
-        key = f"push:{m.content_hash.hex()}"
-    else:
-        key = f"{m.topic}:{m.partition:05d}:{m.offset:020d}"
-    return {
-        "_id": key,
-        "alertId": m.alert_id,
-        "diaSourceId": m.diasource_id,
-        "brokerName": m.classifier[0],
-        "classifierName": m.classifier[2],
-        "contentHash": Binary(m.content_hash),
-        "topic": m.topic,
-        "partition": m.partition,
-        "offset": m.offset,
-        "ingestedAt": ingested_at,
-        "payload": Binary(m.payload) if m.payload is not None else None,
-    }

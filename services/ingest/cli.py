@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from services.ingest import BATCH_SIZE
 from tomstream.cli_options import BatchSize, ExitOnIdle, GroupId
 
 
@@ -20,7 +21,7 @@ def ingest(
             "v10/v11 alerts (repeatable; a name starting with ^ is a regular expression).",
         ),
     ] = None,
-    batch_size: BatchSize = 500,
+    batch_size: BatchSize = BATCH_SIZE,
 ) -> None:
     """Consume alert topics into MongoDB and PostgreSQL.
 

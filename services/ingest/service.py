@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from services.ingest import BATCH_SIZE
 from services.ingest.alerts import AlertRows, alert_rows
 from services.ingest.storage import IngestStore, Receipt
 from tomstream import avro
@@ -57,7 +58,7 @@ def run(
     extra_topics: Sequence[str] = (),
     group_id: str | None = None,
     exit_on_idle_s: float | None = None,
-    batch_size: int = 500,
+    batch_size: int = BATCH_SIZE,
 ) -> ConsumerStats:
     return run_consumer(
         IngestHandler(settings),

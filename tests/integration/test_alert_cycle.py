@@ -174,6 +174,12 @@ def test_one_hundred_more_days_gives_the_desc_numbers(cycle: dict) -> None:
     assert subset(cycle["+100 days"], AFTER_100_MORE_DAYS) == AFTER_100_MORE_DAYS
 
 
+def test_each_classification_message_is_kept_raw_once(cycle: dict) -> None:
+    # The fake broker ran undisturbed, so each message it sent is one row and one raw message.
+    for stage in ("60578", "+100 days", "replay"):
+        assert cycle[stage]["raw_broker_messages"] == cycle[stage]["broker_messages"], stage
+
+
 def test_replaying_every_topic_changes_no_count(cycle: dict) -> None:
     assert cycle["replay"] == cycle["+100 days"]
 

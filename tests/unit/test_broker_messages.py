@@ -1,11 +1,16 @@
-"""What makes two classification messages the same, and how a raw message is keyed."""
+"""What makes two classification messages the same, and how raw messages are kept."""
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from services.broker_poll.storage import ClassificationMessage, raw_document
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from services.broker_poll.archive import block_document, kafka_position, pushed_document
+from services.broker_poll.service import observe_delays
+from services.broker_poll.storage import ClassificationMessage
+from tomstream.metrics import BatchHistogram
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -46,20 +51,60 @@ def test_any_classification_difference_changes_the_content_hash() -> None:
     assert len(hashes) == 6
 
 
-def test_a_kafka_message_is_keyed_by_its_position_so_replays_find_it() -> None:
-    document = raw_document(_message(), NOW)
-    assert document["_id"] == "classifications:00003:00000000000000000042"
-    assert bytes(document["payload"]) == b"\x00avro"
-    assert bytes(document["contentHash"]) == _message().content_hash
-    # Positions sort like offsets, which keeps the store's index inserts local.
-    assert raw_document(_message(offset=9), NOW)["_id"] < document["_id"]
+def test_a_block_holds_offsets_and_exact_payloads_side_by_side() -> None:
+    run = [(42, b"\x00avro"), (43, b"second"), (45, b"after a dead letter")]
+    block = block_document("classifications", 3, run, NOW)
+    assert block["_id"] == "classifications:00003:00000000000000000042"
+    assert (block["firstOffset"], block["lastOffset"], block["count"]) == (42, 45, 3)
+    assert list(zip(block["offsets"], map(bytes, block["payloads"]), strict=True)) == run
+    # Block ids sort like offsets, which keeps the store's index inserts local.
+    assert block_document("classifications", 3, [(9, b"")], NOW)["_id"] < block["_id"]
 
 
 def test_a_pushed_message_has_no_position_and_is_keyed_by_its_content() -> None:
-    pushed = _message(topic=None, partition=None, offset=None, payload=None)
-    document = raw_document(pushed, NOW)
-    assert document["_id"] == f"push:{pushed.content_hash.hex()}"
+    pushed = _message(topic="REST_push", partition=None, offset=None)
+    assert kafka_position(pushed) is None
+    assert kafka_position(_message()) == ("classifications", 3, 42)
+    document = pushed_document(pushed, NOW)
+    assert document["_id"] == pushed.content_hash.hex()
     assert (
-        raw_document(dataclasses.replace(pushed, kafka_timestamp=None), NOW)["_id"]
+        pushed_document(dataclasses.replace(pushed, kafka_timestamp=None), NOW)["_id"]
         == (document["_id"])
     )
+
+
+def test_delay_histograms_count_each_message_in_its_bucket() -> None:
+    registry = CollectorRegistry()
+    histogram = BatchHistogram("t_delay_seconds", "test", ["broker"], [1, 10], registry=registry)
+    histogram.observe_many(("b",), [0.5, 1.0, 3.0, 100.0])
+    histogram.observe_many(("b",), [10.0])
+    histogram.observe_many(("c",), [])
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"broker": "b", **labels})
+
+    assert [sample("t_delay_seconds_bucket", le=le) for le in ("1.0", "10.0", "+Inf")] == [
+        2,
+        4,
+        5,
+    ]
+    assert sample("t_delay_seconds_count") == 5
+    assert sample("t_delay_seconds_sum") == 114.5
+    assert registry.get_sample_value("t_delay_seconds_count", {"broker": "c"}) is None
+
+
+def test_observed_delays_are_the_three_differences_of_a_message() -> None:
+    message = _message(
+        elasticc_publish_time=NOW,
+        kafka_timestamp=NOW + timedelta(seconds=2),
+        classifier=("DelayTestBroker", "v1", "DelayTestClassifier", "p"),
+    )
+    observe_delays([message], NOW + timedelta(seconds=5))
+    labels = {"broker": "DelayTestBroker", "classifier": "DelayTestClassifier"}
+    sums = {
+        kind: REGISTRY.get_sample_value(
+            f"tomstream_classification_{kind}_delay_seconds_sum", labels
+        )
+        for kind in ("full", "broker", "tom")
+    }
+    assert sums == {"full": 5.0, "broker": 2.0, "tom": 3.0}

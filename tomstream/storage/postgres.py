@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import struct
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import chain, repeat
 
 import psycopg
+
+BYTEA_OID = 17
 
 
 class Postgres:
@@ -47,6 +53,8 @@ def copy_insert(
     columns: Sequence[str],
     rows: Iterable[Sequence[object]],
     on_conflict: str = "ON CONFLICT DO NOTHING",
+    *,
+    prepacked: Collection[str] = (),
 ) -> int:
     """Bulk insert through COPY into a temporary staging table; return the rows inserted.
 
@@ -54,8 +62,10 @@ def copy_insert(
     staging table (same column types, no constraints, emptied at commit) lets one
     ``INSERT … SELECT … ON CONFLICT`` do that. Call inside a transaction.
 
-    Binary COPY with the columns' types given: psycopg then packs values (arrays above all)
-    in C, about four times cheaper per row than its text format.
+    Binary COPY with the columns' types given: psycopg then packs values in C, about four
+    times cheaper per row than its text format. Columns named in ``prepacked`` hold values
+    already in PostgreSQL's binary format (:func:`binary_array`): they go as they are, since
+    psycopg builds arrays element by element in Python (~3.5 µs for 20 numbers).
     """
     column_list = ", ".join(columns)
     stage = f"stage_{table}_{zlib.crc32(column_list.encode()):08x}"
@@ -63,7 +73,10 @@ def copy_insert(
         f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
         f"SELECT {column_list} FROM {table} WITH NO DATA"
     )
-    types = _column_types(conn, table, columns)  # before COPY: it holds the connection
+    types = [  # before COPY, which holds the connection; bytea's dumper sends bytes as they are
+        BYTEA_OID if column in prepacked else oid
+        for column, oid in zip(columns, _column_types(conn, table, columns), strict=True)
+    ]
     with conn.cursor() as cursor:
         with cursor.copy(f"COPY {stage} ({column_list}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(types)
@@ -91,3 +104,39 @@ def _column_types(conn: psycopg.Connection, table: str, columns: Sequence[str]) 
         )
         _COLUMN_TYPES[key] = [int(found[column]) for column in columns]
     return _COLUMN_TYPES[key]
+
+
+@dataclass(frozen=True)
+class ArrayElement:
+    """An array element type: its oid, ``struct`` code and size in bytes."""
+
+    oid: int
+    code: str
+    size: int
+
+
+INT2 = ArrayElement(21, "h", 2)
+FLOAT4 = ArrayElement(700, "f", 4)
+
+
+def binary_array(element: ArrayElement, values: Sequence[float]) -> bytes:
+    """A one-dimensional array without NULLs, as PostgreSQL's ``array_recv`` reads it.
+
+    Out-of-range values raise ``struct.error`` (``OverflowError`` for floats), as psycopg's
+    own dumpers would refuse them.
+    """
+    count = len(values)
+    if count == 0:
+        return _EMPTY_ARRAY_HEADER.pack(0, 0, element.oid)
+    # Header: 1 dimension, no NULLs, element oid, length, lower bound 1; each element is
+    # preceded by its size.
+    sized = chain.from_iterable(zip(repeat(element.size, count), values, strict=True))
+    return _array_struct(element.code, count).pack(1, 0, element.oid, count, 1, *sized)
+
+
+_EMPTY_ARRAY_HEADER = struct.Struct(">3i")
+
+
+@functools.cache
+def _array_struct(code: str, count: int) -> struct.Struct:
+    return struct.Struct(f">5i{('i' + code) * count}")

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from services.broker_poll.storage import RAW_BROKER_MESSAGES, ClassificationStore
+from services.broker_poll.storage import ClassificationStore
 from services.spectra_api.context import ApiContext
 from services.spectra_api.models import BrokerMessageIn
 from tomstream import avro
+from tomstream.classification_reader import read_schemaless_classification
 from tomstream.storage.postgres import Postgres
 
 PUSH_TOPIC = "REST_push"  # what the DESC TOM recorded as the "topic" of a pushed message
@@ -36,27 +37,28 @@ def _store(context: ApiContext) -> ClassificationStore:
         context.push_postgres = Postgres(
             context.settings.postgres_dsn, application_name="tomstream-api-push"
         )
-        context.push_store = ClassificationStore(
-            context.push_postgres, context.mongo[RAW_BROKER_MESSAGES]
-        )
+        context.push_store = ClassificationStore(context.push_postgres, context.mongo)
     store: ClassificationStore = context.push_store
     return store
 
 
 def push(context: ApiContext, messages: list[BrokerMessageIn]) -> dict[str, int]:
     """Store the messages; the DESC answer: the first new message's id (-1: none) and count."""
-    from services.broker_poll.service import message_from_record, observe_delays
+    from services.broker_poll.service import classification_message, observe_delays
 
     ingested_at = datetime.now(UTC)
     stored = []
     for message in messages:
         record = _record(message)
+        payload = avro.encode(avro.BROKER_CLASSIFICATION, record)
+        published = record["brokerPublishTimestamp"]
         stored.append(
-            message_from_record(
-                record,
-                kafka_timestamp=record["brokerPublishTimestamp"],
+            classification_message(
+                read_schemaless_classification(payload),
+                kafka_timestamp=published,
                 topic=PUSH_TOPIC,
-                payload=avro.encode(avro.BROKER_CLASSIFICATION, record),
+                payload=payload,
+                broker_publish_time=published,
             )
         )
     with context.push_lock:
