@@ -45,7 +45,7 @@ BATCH_SIZE = Histogram(
     "tomstream_batch_size_messages",
     "Messages per stored batch",
     ["service"],
-    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000),
 )
 CONSUMER_LAG = Gauge(
     "tomstream_consumer_lag_messages",

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
-from bson import Binary
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -46,15 +44,6 @@ def block_id(topic: str, partition: int, first_offset: int) -> str:
     return f"{partition_key(topic, partition)}:{first_offset:020d}"
 
 
-Position = tuple[str, int, int]  # topic, partition, offset
-
-
-def kafka_position(m: ClassificationMessage) -> Position | None:
-    if m.topic is None or m.partition is None or m.offset is None:
-        return None
-    return (m.topic, m.partition, m.offset)
-
-
 class RawArchive:
     def __init__(self, database: Database[dict[str, Any]]) -> None:
         self._blocks = database[BLOCKS]
@@ -63,19 +52,16 @@ class RawArchive:
 
     def store(self, messages: Sequence[ClassificationMessage], ingested_at: datetime) -> None:
         """Keep every message not kept yet; idempotent, and safe to run concurrently."""
-        positioned: list[tuple[Position, bytes]] = []
+        runs: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
         pushed: list[dict[str, Any]] = []
         for m in messages:
-            position = kafka_position(m)
-            if position is None:
+            if m.topic is None or m.partition is None or m.offset is None:
                 pushed.append(pushed_document(m, ingested_at))
             else:
-                positioned.append((position, m.payload or b""))
-        positioned.sort(key=lambda item: item[0])
-        for (topic, partition), run in groupby(positioned, key=lambda item: item[0][:2]):
-            self._store_run(
-                topic, partition, [(offset, p) for (_, _, offset), p in run], ingested_at
-            )
+                runs.setdefault((m.topic, m.partition), []).append((m.offset, m.payload or b""))
+        for (topic, partition), run in runs.items():
+            run.sort()  # already in order as consumed: a linear check
+            self._store_run(topic, partition, run, ingested_at)
         insert_new(self._pushed, pushed)
 
     def _store_run(
@@ -120,7 +106,7 @@ def block_document(
         "count": len(offsets),
         "ingestedAt": ingested_at,
         "offsets": offsets,
-        "payloads": [Binary(payload) for _, payload in run],
+        "payloads": [payload for _, payload in run],  # bytes are BSON binary
     }
 
 
@@ -134,7 +120,7 @@ def pushed_document(m: ClassificationMessage, ingested_at: datetime) -> dict[str
         "classifierName": m.classifier[2],
         "topic": m.topic,
         "ingestedAt": ingested_at,
-        "payload": Binary(m.payload) if m.payload is not None else None,
+        "payload": m.payload,
     }
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from services.broker_poll.archive import block_document, kafka_position, pushed_document
+from services.broker_poll.archive import block_document, pushed_document
 from services.broker_poll.service import observe_delays
 from services.broker_poll.storage import ClassificationMessage
 from tomstream.metrics import BatchHistogram
@@ -63,8 +63,6 @@ def test_a_block_holds_offsets_and_exact_payloads_side_by_side() -> None:
 
 def test_a_pushed_message_has_no_position_and_is_keyed_by_its_content() -> None:
     pushed = _message(topic="REST_push", partition=None, offset=None)
-    assert kafka_position(pushed) is None
-    assert kafka_position(_message()) == ("classifications", 3, 42)
     document = pushed_document(pushed, NOW)
     assert document["_id"] == pushed.content_hash.hex()
     assert (
