@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+from conftest import Isolated
 from pymongo import MongoClient
 from pymongo.database import Database
 
@@ -19,7 +20,6 @@ from services.broker_poll.archive import (
     raw_messages,
 )
 from services.broker_poll.storage import ClassificationMessage
-from tests.conftest import Isolated
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,8 @@
 """``PUT elasticc2/brokermessage/``: brokers push classifications over HTTP.
 
 They are stored by broker_poll's own store, so a classification pushed here and the same one
-read from Kafka are one row (same classifier, alert and content), and the raw message is kept
-in MongoDB like a Kafka one (Avro-encoded from the JSON received).
+read from Kafka are one row (same classifier, alert and content). The raw message, Avro-encoded
+from the JSON received, is kept in MongoDB's ``pushed_broker_messages``, keyed by its content.
 """
 
 from __future__ import annotations
