@@ -1109,6 +1109,7 @@ class Results:
     naive_ingest: NaiveResult | None
     naive_broker: NaiveResult | None
     checks: list[Check]
+    batch_sizes: tuple[int, int]  # ingest, broker_poll
 
     @property
     def decode_rate(self) -> float:
@@ -1275,8 +1276,10 @@ class Results:
             "fastest of `--decode-passes` passes), with the garbage collector tuned as the "
             "services tune it while consuming. Each "
             "service runs in the benchmark's process (its consumer loop in the main thread, its "
-            "store in a second thread) with its default batch size (the same as its command's: "
-            f"ingest {INGEST_BATCH_SIZE:,}, broker_poll {BROKER_POLL_BATCH_SIZE:,}) on a "
+            "store in a second thread) with batches of at most "
+            f"{self.batch_sizes[0]:,} alerts (ingest) and {self.batch_sizes[1]:,} messages "
+            "(broker_poll; both the commands' defaults unless `--ingest-batch-size` / "
+            "`--broker-poll-batch-size` say otherwise) on a "
             "new consumer group; a thread reads the service's own counter "
             "`tomstream_messages_stored_total` (incremented once a batch is in both stores) "
             "every 20 ms, and the rate is N / (time from calling `run()` to the counter "
@@ -1490,6 +1493,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-ingest", action="store_true", help="do not run ingest")
     parser.add_argument("--skip-broker-poll", action="store_true", help="do not run broker_poll")
     parser.add_argument(
+        "--ingest-batch-size",
+        type=int,
+        default=INGEST_BATCH_SIZE,
+        help="ingest's batch size (default: the command's, %(default)s)",
+    )
+    parser.add_argument(
+        "--broker-poll-batch-size",
+        type=int,
+        default=BROKER_POLL_BATCH_SIZE,
+        help="broker_poll's batch size (default: the command's, %(default)s)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -1582,6 +1597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     settings,
                     group_id=f"{settings.topic_prefix}bench-ingest",
                     exit_on_idle_s=args.exit_on_idle,
+                    batch_size=args.ingest_batch_size,
                 )
             ingest.dead_lettered = stats.dead_lettered
             done()
@@ -1607,6 +1623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     config,
                     group_id=f"{settings.topic_prefix}bench-broker-poll",
                     exit_on_idle_s=args.exit_on_idle,
+                    batch_size=args.broker_poll_batch_size,
                 )
             broker.dead_lettered = sum(s.dead_lettered for s in all_stats)
             done()
@@ -1642,6 +1659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             naive_ingest=naive_alerts,
             naive_broker=naive_messages,
             checks=checks,
+            batch_sizes=(args.ingest_batch_size, args.broker_poll_batch_size),
         )
         results.print()
         profiler.print()

@@ -105,8 +105,8 @@ class BatchHistogram:
             snapshot = [
                 (key, counts.cumsum(), self._sums[key]) for key, counts in self._counts.items()
             ]
+        edges = [*(floatToGoString(b) for b in self._bounds), "+Inf"]
         for key, cumulative, total in snapshot:
-            edges = [*(floatToGoString(b) for b in self._bounds), "+Inf"]
             family.add_metric(
                 list(key),
                 [(edge, float(count)) for edge, count in zip(edges, cumulative, strict=True)],

@@ -66,6 +66,8 @@ def create_app(settings: Settings, api_settings: ApiSettings | None = None) -> F
         finally:
             if relay is not None:
                 relay.stop()
+            if context.push_store is not None:
+                context.push_store.close()  # its MongoDB writer thread
             if context.push_postgres is not None:
                 context.push_postgres.close()
             pool.close()
