@@ -33,19 +33,33 @@ SourceRow = tuple[int, int | None, float, str, float, float, float, float, float
 ForcedRow = tuple[int, int, float, str, float, float]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ObjectRow:
+    """An object's values from one alert.
+
+    Not frozen: a frozen dataclass's ``__init__`` costs ~1 µs more per alert, on the hot path.
+    """
+
     diaobject_id: int
     schema_name: str
     ra: float
     decl: float
     redshift: float | None
     redshift_err: float | None
-    properties: dict[str, Any]
+    record: dict[str, Any]  # the decoded diaObject
     alert_mjd: float
 
+    @property
+    def properties(self) -> dict[str, Any]:
+        """Every field without a column of its own, as JSON values.
 
-@dataclass(frozen=True, slots=True)
+        Built only for the rows a batch writes (about half of its alerts' objects: a batch
+        keeps each object's latest alert), not during decode: ~10 µs per alert saved.
+        """
+        return {k: _json_value(v) for k, v in self.record.items() if k not in _OBJECT_COLUMNS}
+
+
+@dataclass(slots=True)
 class AlertRows:
     alert_id: int
     schema_name: str
@@ -160,7 +174,7 @@ def _object_row(schema_name: str, n: _Names, obj: dict[str, Any], mjd: float) ->
         decl=obj[n.dec],
         redshift=optional(n.redshift),
         redshift_err=optional(n.redshift_err),
-        properties={k: _json_value(v) for k, v in obj.items() if k not in _OBJECT_COLUMNS},
+        record=obj,
         alert_mjd=mjd,
     )
 
