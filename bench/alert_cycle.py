@@ -74,6 +74,13 @@ from services.fakebroker.classify import classification_messages
 from services.ingest import BATCH_SIZE as INGEST_BATCH_SIZE
 from services.ingest import service as ingest_service
 from services.ingest.alerts import AlertRows, alert_rows
+from services.sim.alerts import (
+    FORCED_AFTER_FIRST_DETECTION_DAYS,
+    FORCED_BEFORE_FIRST_DETECTION_DAYS,
+    FULL_HISTORY_DAYS,
+    MAX_EPOCHS_PER_OBJECT,
+    SIM_VERSION,
+)
 from tomstream import avro
 from tomstream.classification_reader import read_classification
 from tomstream.config import Settings, load_settings
@@ -102,16 +109,8 @@ console = Console()
 
 BANDS = "ugrizy"
 OBJECT_ID_BASE = 1_000_000
-EPOCHS_PER_OBJECT = 100_000  # forced-source id = object id * this + epoch index (as the sim)
 SURVEY_START_MJD = 60_300.0
 SURVEY_DAYS = 1_000.0
-SIM_VERSION = "2023-04-01"
-# The DESC TOM's alert rules (elasticc2 BaseAlert.reconstruct), for a WFD alert: earlier
-# sources within 365 days; forced photometry only more than 0.5 day after the first
-# detection, then from 30 days before it (and within 365 days) up to the alert.
-HISTORY_DAYS = 365.0
-FORCED_AFTER_FIRST_DAYS = 0.5
-FORCED_BEFORE_FIRST_DAYS = 30.0
 MJD_UNIX_EPOCH = 40_587.0
 
 
@@ -185,7 +184,7 @@ def _object_alerts(
     forced: list[dict[str, Any]] = []
 
     def epoch(t: float, detected: bool) -> None:
-        epoch_id = object_id * EPOCHS_PER_OBJECT + len(forced)
+        epoch_id = object_id * MAX_EPOCHS_PER_OBJECT + len(forced)
         band = rng.choice(BANDS)
         err = rng.uniform(100.0, 600.0)
         flux = peak_flux * math.exp(-(((t - first - 15.0) / 30.0) ** 2)) + rng.gauss(0, err)
@@ -235,17 +234,22 @@ def build_alert(
     forced: list[dict[str, Any]],
     diaobject: dict[str, Any],
 ) -> dict[str, Any]:
-    """The ``elasticc.v0_9_1.alert`` of one diaSource (sources and forced in time order)."""
+    """The ``elasticc.v0_9_1.alert`` of one diaSource (sources and forced in time order).
+
+    Its history follows the sim's constants for a WFD alert (the DESC TOM's
+    ``BaseAlert.reconstruct``): earlier sources within a year; forced photometry only some
+    time after the first detection, and then from a month before it.
+    """
     t = source["midPointTai"]
     first = sources[0]["midPointTai"]
     prv_forced: list[dict[str, Any]] = []
-    if t - first > FORCED_AFTER_FIRST_DAYS:
-        start = max(t - HISTORY_DAYS, first - FORCED_BEFORE_FIRST_DAYS)
+    if t - first > FORCED_AFTER_FIRST_DETECTION_DAYS:
+        start = max(t - FULL_HISTORY_DAYS, first - FORCED_BEFORE_FIRST_DETECTION_DAYS)
         prv_forced = [f for f in forced if start <= f["midPointTai"] < t]
     return {
         "alertId": source["diaSourceId"],  # ELAsTiCC: alertId = diaSourceId
         "diaSource": source,
-        "prvDiaSources": [s for s in sources if t - HISTORY_DAYS <= s["midPointTai"] < t],
+        "prvDiaSources": [s for s in sources if t - FULL_HISTORY_DAYS <= s["midPointTai"] < t],
         "prvDiaForcedSources": prv_forced,
         "diaObject": diaobject,
     }

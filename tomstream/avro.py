@@ -66,6 +66,8 @@ BROKER_CLASSIFICATION: Final = "elasticc.v0_9_1.brokerClassification"
 """ELAsTiCC2 broker message. The Avro record inside is spelled ``brokerClassfication``."""
 BROKER_CLASSIFICATION_V09: Final = "elasticc.v0_9.brokerClassification"
 """ELAsTiCC (first campaign) broker message."""
+ALERT_FLUX_ZERO_POINT: Final = 31.4
+"""Alert fluxes are nJy: m = -2.5 log10(flux) + 31.4 (the DESC TOM said 27.5, which was wrong)."""
 LSST_V10_ALERT: Final = "lsst.v10_0.alert"
 """Rubin alert packet schema 10.0."""
 LSST_V11_ALERT: Final = "lsst.v11_0.alert"

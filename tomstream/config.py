@@ -135,19 +135,37 @@ class Settings(BaseSettings):
 
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings shared by every producer, consumer and admin client."""
-        config = {
-            "bootstrap.servers": self.kafka_bootstrap_servers,
-            "security.protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            config["sasl.mechanism"] = self.kafka_sasl_mechanism
-        if self.kafka_sasl_username is not None:
-            config["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password is not None:
-            config["sasl.password"] = self.kafka_sasl_password
-        if self.kafka_ssl_ca_location:
-            config["ssl.ca.location"] = self.kafka_ssl_ca_location
-        return config
+        return kafka_cluster_config(
+            self.kafka_bootstrap_servers,
+            self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_ca_location=self.kafka_ssl_ca_location,
+        )
+
+
+def kafka_cluster_config(
+    bootstrap_servers: str,
+    security_protocol: str,
+    *,
+    sasl_mechanism: str | None = None,
+    sasl_username: str | None = None,
+    sasl_password: str | None = None,
+    ssl_ca_location: str | None = None,
+) -> dict[str, str]:
+    """librdkafka settings of one cluster: where it is and how to log in, unset ones left out."""
+    optional = {
+        "sasl.mechanism": sasl_mechanism or None,
+        "sasl.username": sasl_username,
+        "sasl.password": sasl_password,
+        "ssl.ca.location": ssl_ca_location or None,
+    }
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "security.protocol": security_protocol,
+        **{key: value for key, value in optional.items() if value is not None},
+    }
 
 
 def load_settings() -> Settings:

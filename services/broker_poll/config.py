@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tomstream.config import Settings
+from tomstream.config import Settings, kafka_cluster_config
 
 
 class BrokerConfigError(Exception):
@@ -66,30 +66,25 @@ class BrokerSource(BaseModel):
         named = [settings.topic(t) if self.own_cluster else t for t in self.topics]
         return [*named, *self.topic_patterns]
 
-    def kafka_config(self) -> dict[str, Any] | None:
+    def kafka_config(self) -> dict[str, str] | None:
         """librdkafka settings of this broker's cluster (None: tomstream's own Kafka)."""
-        if self.own_cluster:
+        if self.bootstrap_servers is None:
             return None
-        config: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.security_protocol,
-        }
+        password = None
         if self.sasl_mechanism:
             password = os.environ.get(self.password_env or "")
             if password is None:
                 raise BrokerConfigError(
                     f"broker {self.name}: environment variable {self.password_env} is not set"
                 )
-            config.update(
-                {
-                    "sasl.mechanism": self.sasl_mechanism,
-                    "sasl.username": self.username,
-                    "sasl.password": password,
-                }
-            )
-        if self.ssl_ca_location:
-            config["ssl.ca.location"] = self.ssl_ca_location
-        return config
+        return kafka_cluster_config(
+            self.bootstrap_servers,
+            self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.username if self.sasl_mechanism else None,
+            sasl_password=password,
+            ssl_ca_location=self.ssl_ca_location,
+        )
 
 
 class BrokerPollConfig(BaseModel):

@@ -44,6 +44,7 @@ from services.cadence.storage import CadenceRow, ObservationRow
 from services.cadence.strategies.base import Anchor
 from tomstream.config import Settings
 from tomstream.config import settings as process_settings
+from tomstream.storage.postgres import BIGINT_MAX, storable_text
 
 T = TypeVar("T")
 
@@ -97,20 +98,14 @@ def _error(status_code: int, message: str) -> JSONResponse:
 
 # ------------------------------------------------------------------------------------ models
 
-MAX_ID = 2**63 - 1  # PostgreSQL bigint
-Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+Id = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 
 def _storable(value: Any) -> Any:
     """Every string of a request body, keys included, must fit PostgreSQL text: no NUL and no
     lone surrogate (JSON can carry both)."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("text must not contain NUL characters")
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        storable_text(value)
     elif isinstance(value, dict):
         for key, item in value.items():
             _storable(key)
@@ -170,7 +165,7 @@ class TemplateOut(BaseModel):
 class TargetIn(_Input):
     """``{objectid}`` (a DIA object; its position is looked up) or ``{name, ra, dec}``."""
 
-    objectid: int | None = Field(None, ge=0, le=MAX_ID)
+    objectid: int | None = Field(None, ge=0, le=BIGINT_MAX)
     name: str | None = Field(None, min_length=1, max_length=200)
     ra: float | None = Field(None, ge=0, lt=360)
     dec: float | None = Field(None, ge=-90, le=90)
@@ -184,7 +179,7 @@ class TargetIn(_Input):
 
 
 class CadenceIn(_Input):
-    template_id: int | None = Field(None, ge=1, le=MAX_ID)
+    template_id: int | None = Field(None, ge=1, le=BIGINT_MAX)
     facility: str | None = Field(None, max_length=100)
     parameters: dict[str, Any] | None = None
     observation_type: str | None = Field(None, min_length=1, max_length=100)
@@ -415,7 +410,7 @@ def make_router(
     def list_cadences(
         conn: psycopg.Connection = Depends(connection),
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+        offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     ) -> list[CadenceOut]:
         return [CadenceOut.of(row) for row in storage.cadences(conn, limit, offset)]
 
@@ -440,7 +435,7 @@ def make_router(
     @router.get("/api/observations", response_model=list[ObservationOut], responses=_UNKNOWN)
     def list_observations(
         cadence_id: Annotated[
-            int, Query(ge=1, le=MAX_ID, description="the cadence whose observations to list")
+            int, Query(ge=1, le=BIGINT_MAX, description="the cadence whose observations to list")
         ],
         conn: psycopg.Connection = Depends(connection),
     ) -> list[ObservationOut]:

@@ -33,8 +33,7 @@ import numpy.typing as npt
 from tomstream import avro
 
 SNANA_ZEROPOINT: Final = 27.5
-ALERT_ZEROPOINT: Final = 31.4
-NJY_PER_FLUXCAL: Final = 10 ** ((ALERT_ZEROPOINT - SNANA_ZEROPOINT) / 2.5)
+NJY_PER_FLUXCAL: Final = 10 ** ((avro.ALERT_FLUX_ZERO_POINT - SNANA_ZEROPOINT) / 2.5)
 """SNANA FLUXCAL (zero point 27.5) → alert flux (zero point 31.4, i.e. nJy)."""
 PHOTFLAG_DETECT: Final = 4096
 """The PHOTFLAG bit of a detection: the epoch is a diaSource and makes an alert."""

@@ -33,7 +33,6 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.sim.alerts import ALERT_ZEROPOINT
 from services.sim.storage import (
     HOSTGAL_FIELDS,
     PEAKMAG_COLUMNS,
@@ -41,6 +40,7 @@ from services.sim.storage import (
     Epochs,
     SimBatch,
 )
+from tomstream import avro
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -190,7 +190,7 @@ def _chunk(rng: np.random.Generator, spec: SynthSpec, ids: IntArray) -> SimBatch
     base_mag, peak_mjd = _peaks(rng, spec, model_index, kinds, z, fall, obj, mjd)
     colors = np.array([model.colors for model in MODELS])[model_index]
     peak_mags = base_mag[:, None] + colors + EXTINCTION_PER_EBV[None, :] * mwebv[:, None]
-    band_flux = 10 ** (-0.4 * (peak_mags - ALERT_ZEROPOINT))  # nJy, per object and band
+    band_flux = 10 ** (-0.4 * (peak_mags - avro.ALERT_FLUX_ZERO_POINT))  # nJy, per object and band
 
     true_flux = np.zeros(len(mjd))
     shaped = kinds[obj] != "stochastic"
@@ -207,7 +207,7 @@ def _chunk(rng: np.random.Generator, spec: SynthSpec, ids: IntArray) -> SimBatch
     true_flux *= band_flux[obj, band]
 
     depth = SINGLE_VISIT_DEPTH[band] + rng.normal(0.0, DEPTH_SCATTER_MAG, len(mjd))
-    sky_sigma = 10 ** (-0.4 * (depth - ALERT_ZEROPOINT)) / 5.0
+    sky_sigma = 10 ** (-0.4 * (depth - avro.ALERT_FLUX_ZERO_POINT)) / 5.0
     flux_err = np.sqrt(sky_sigma**2 + SOURCE_NOISE_NJY * np.abs(true_flux))
     flux = true_flux + flux_err * rng.standard_normal(len(mjd))
     detected = flux / flux_err > DETECTION_SNR

@@ -25,20 +25,7 @@ from pydantic import (
 )
 
 from services.spectra_api import taxonomy
-
-MAX_ID = 2**63 - 1  # PostgreSQL bigint
-
-
-def _storable_text(value: str) -> str:
-    # PostgreSQL text cannot hold NUL, and UTF-8 cannot encode lone surrogates (which JSON
-    # escapes can produce): refuse both here rather than fail in the database.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return value
+from tomstream.storage.postgres import BIGINT_MAX, storable_text
 
 
 def _utc(value: datetime) -> datetime:
@@ -70,7 +57,7 @@ def _blank_is_null(value: Any) -> Any:
     return None if value == "" else value
 
 
-ObjectId = Annotated[int, Field(ge=0, le=MAX_ID, description="diaObjectId")]
+ObjectId = Annotated[int, Field(ge=0, le=BIGINT_MAX, description="diaObjectId")]
 Mjd = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False, description="MJD")]
 Days = Annotated[float, Field(ge=0, le=36_500, allow_inf_nan=False)]
 WindowDays = Annotated[
@@ -81,9 +68,9 @@ Priority = Annotated[int, Field(ge=1, le=5, description="1 (low) to 5 (high)")]
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_storable_text),
+    AfterValidator(storable_text),
 ]
-Comment = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_storable_text)]
+Comment = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(storable_text)]
 Timestamp = Annotated[
     datetime,
     BeforeValidator(_only_text),
@@ -237,7 +224,7 @@ class GetAlertRequest(ApiRequest):
 
 
 EpochMs = Annotated[int, Field(ge=0, le=253_402_300_799_999, description="ms since 1970 (UTC)")]
-AvroText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_storable_text)]
+AvroText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable_text)]
 NonEmptyAvroText = Annotated[AvroText, StringConstraints(min_length=1)]
 
 

@@ -13,6 +13,22 @@ from itertools import chain, repeat
 import psycopg
 
 BYTEA_OID = 17
+BIGINT_MAX = 2**63 - 1
+
+
+def storable_text(value: str) -> str:
+    """``value`` if PostgreSQL text can hold it, else ValueError saying why.
+
+    Text cannot hold NUL, and UTF-8 cannot encode lone surrogates (which JSON escapes can
+    produce): an endpoint refuses both rather than fail in the database.
+    """
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
 
 
 class Postgres:

@@ -27,8 +27,8 @@ from services.spectra_api.models import HotTransientsRequest, LightCurveOptions,
 from services.spectra_api.services.mjd import now_mjd
 from services.spectra_api.storage import photometry
 from services.spectra_api.storage.photometry import Points, StoredObjects
+from tomstream.avro import ALERT_FLUX_ZERO_POINT
 
-ZERO_POINT = 31.4  # the stored fluxes are nJy (the DESC TOM said 27.5, which was wrong)
 UNKNOWN = -99  # the DESC TOM's value for "no redshift / no class known"
 HOT_DAYS_DEFAULT = 30.0
 
@@ -156,7 +156,7 @@ def encode(
                 key: b"[" + b"],[".join(runs) + b"]" if runs else b""
                 for key, runs in points.items()
             },
-            "zp": _elements([ZERO_POINT] * count),
+            "zp": _elements([ALERT_FLUX_ZERO_POINT] * count),
             "redshift": _elements(redshift),
             "sncode": _elements(sncode),
         }
@@ -169,7 +169,7 @@ def encode(
             "objectid": _numbers(found.object_id),
             "ra": _numbers(found.ra),
             "dec": _numbers(found.dec),
-            "zp": orjson.dumps(ZERO_POINT),
+            "zp": orjson.dumps(ALERT_FLUX_ZERO_POINT),
             "redshift": _numbers(redshift),
             "sncode": _numbers(sncode),
         }

@@ -9,9 +9,10 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
+from tomstream.avro import ALERT_FLUX_ZERO_POINT
+
 # Forced photometry counts as a detection for spectrawanted's `latest` above this S/N.
 LATEST_MIN_SNR = 3.0
-ZERO_POINT = 31.4  # fluxes are nJy: m = -2.5 log10(f / nJy) + 31.4
 
 
 def missing_objects(conn: psycopg.Connection, object_ids: Sequence[int]) -> list[int]:
@@ -190,7 +191,7 @@ def wanted(conn: psycopg.Connection, window: WantedWindow) -> list[Wanted]:
         "spectrum": window.spectrum_since_mjd,
         "detected": window.detected_since_mjd,
         "now": window.mjd_now,
-        "zp": ZERO_POINT,
+        "zp": ALERT_FLUX_ZERO_POINT,
         "snr": LATEST_MIN_SNR,
     }
     with conn.cursor(binary=True) as cursor:
