@@ -166,8 +166,11 @@ class DeadLetters:
         )
 
 
-class _BatchStore:
-    """Decodes a consumed batch and stores it: refused messages isolated, dead letters sent."""
+class BatchStore:
+    """Decodes a consumed batch and stores it: refused messages isolated, dead letters sent.
+
+    The Kafka batch loop below drives it, and so does the cadence worker's faust agent.
+    """
 
     def __init__(
         self,
@@ -344,7 +347,7 @@ class _RunningConsumer:
         self.group = spec.group_id or default_group_id(settings, spec.service)
         self.stats = ConsumerStats()
         self._stopping = False
-        self._batches = _BatchStore(
+        self._batches = BatchStore(
             spec.handler, dead_letters, spec.service, self.stats, lambda: self._stopping
         )
         #: Offsets stored but not yet committed: committed at most once a second.

@@ -32,7 +32,15 @@ from services.cadence.config import CadenceConfig
 from services.cadence.service import SERVICE, STATUS_TOPIC, TRIGGER_TOPIC, Decider, StatusEvent
 from tomstream import metrics
 from tomstream.config import Settings
-from tomstream.consumer import DLQ_SUFFIX, DeadLetters, Incoming, Rejected, is_transient_error
+from tomstream.consumer import (
+    DLQ_SUFFIX,
+    BatchHandler,
+    BatchStore,
+    ConsumerStats,
+    DeadLetters,
+    Decoded,
+    Incoming,
+)
 from tomstream.kafka import ensure_topics
 from tomstream.outbox import OutboxRelay
 
@@ -40,7 +48,6 @@ log = structlog.get_logger(__name__)
 
 BATCH = 500
 WITHIN_S = 0.01  # how long a batch waits to fill: the latency bought for fewer transactions
-MAX_RETRY_SLEEP_S = 2.0
 
 
 def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -73,60 +80,44 @@ def _incoming(event: EventT) -> Incoming:
     )
 
 
-class BatchDecisions:
-    """Decodes a batch of raw events and decides on it; runs in a worker thread."""
+class StatusEvents(BatchHandler[StatusEvent]):
+    """The cadence worker's handler: a status event decoded, a batch of them decided."""
 
     def __init__(self, settings: Settings, config: CadenceConfig) -> None:
         self._decider = Decider(settings, config)
-        self._dead_letters = DeadLetters(settings, SERVICE)
-        self.last_activity = time.monotonic()
 
-    def __call__(self, messages: Sequence[Incoming]) -> None:
-        self.last_activity = time.monotonic()
-        events: list[tuple[Incoming, StatusEvent]] = []
-        rejected: list[Rejected] = []
-        for message in messages:
-            try:
-                events.append((message, StatusEvent.from_avro(message.payload)))
-            except ValueError as error:
-                rejected.append(Rejected(message, "decode", f"{type(error).__name__}: {error}"))
-        failures = 0
-        while True:
-            try:
-                rejected += self._decide(events)
-                break
-            except Exception as error:
-                if not is_transient_error(error):
-                    raise
-                failures += 1
-                delay = min(0.25 * 2 ** (failures - 1), MAX_RETRY_SLEEP_S)
-                log.warning("decisions failed, retrying", error=str(error), retry_in_s=delay)
-                time.sleep(delay)
-        if rejected:
-            self._dead_letters.send(rejected)
-            for item in rejected:
-                metrics.DEAD_LETTERED.labels(SERVICE, item.message.topic).inc()
-        metrics.STORED.labels(SERVICE, messages[0].topic).inc(len(messages) - len(rejected))
-        self.last_activity = time.monotonic()
+    def decode(self, message: Incoming) -> StatusEvent:
+        return StatusEvent.from_avro(message.payload)
 
-    def _decide(self, events: list[tuple[Incoming, StatusEvent]]) -> list[Rejected]:
-        """Decide the batch; if PostgreSQL refuses it, halve it to find the refused events."""
-        if not events:
-            return []
-        try:
-            self._decider.handle([event for _, event in events])
-            return []
-        except Exception as error:
-            if is_transient_error(error):
-                raise
-            if len(events) == 1:
-                log.error("decision refused", error=repr(error), exc_info=True)
-                return [Rejected(events[0][0], "store", f"{type(error).__name__}: {error}")]
-        middle = len(events) // 2
-        return self._decide(events[:middle]) + self._decide(events[middle:])
+    def store(self, batch: Sequence[Decoded[StatusEvent]]) -> None:
+        self._decider.handle([item.value for item in batch])
 
     def close(self) -> None:
         self._decider.close()
+
+
+class BatchDecisions:
+    """Decodes a batch of raw events and decides on it, through the core's batch store (its
+    retries, halving and dead letters); runs in a worker thread."""
+
+    def __init__(self, settings: Settings, config: CadenceConfig) -> None:
+        self._handler = StatusEvents(settings, config)
+        self._stats = ConsumerStats()
+        # Never "stopping": a batch faust handed over is decided before the worker stops.
+        self._store = BatchStore(
+            self._handler, DeadLetters(settings, SERVICE), SERVICE, self._stats, lambda: False
+        )
+
+    @property
+    def last_activity(self) -> float:
+        return self._stats.last_activity
+
+    def __call__(self, messages: Sequence[Incoming]) -> None:
+        self._stats.last_activity = time.monotonic()
+        self._store.store_until_done(self._store.decode(messages))
+
+    def close(self) -> None:
+        self._handler.close()
 
 
 def create_app(
