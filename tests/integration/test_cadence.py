@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer
-from conftest import Isolated
+from conftest import Isolated, read_topic
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -372,6 +372,27 @@ def test_unknown_status_is_recorded_and_counted_not_acted_on(
         text = response.read().decode()
     assert 'tomstream_cadence_unknown_status_total{facility="FAKE"} 1.0' in text
     assert state(settings, cadence_id) == ("active", None)
+
+
+def test_an_undecodable_event_is_dead_lettered_and_the_worker_goes_on(
+    processes: tuple[Settings, Processes],
+) -> None:
+    settings, running = processes
+    running.start("cadence", "run")
+    (cadence_id,) = new_cadence(settings)
+    producer = Producer(settings.kafka_client_config())
+    producer.produce(settings.topic(STATUS_TOPIC), b"\x00not an observation status")
+    assert producer.flush(30) == 0
+    send_status(settings, [status(f"cad{cadence_id}-1", "COMPLETED")])
+
+    wait_for("the good event after it", lambda: len(observations(settings, cadence_id)) == 2)
+    (dead,) = read_topic(settings, settings.topic(STATUS_TOPIC) + ".dlq")
+    headers = {key: value.decode() for key, value in dead.headers()}
+    assert dead.value() == b"\x00not an observation status"
+    assert headers["dlq.source.topic"] == settings.topic(STATUS_TOPIC)
+    assert headers["dlq.source.offset"] == "0"
+    assert headers["dlq.stage"] == "decode"
+    assert headers["dlq.service"] == "cadence"
 
 
 def test_invalid_parameters_pause_the_cadence_with_the_reason(
