@@ -42,8 +42,6 @@ from services.cadence.service import (
 )
 from services.cadence.storage import CadenceRow, ObservationRow
 from services.cadence.strategies.base import Anchor
-from tomstream.config import Settings
-from tomstream.config import settings as process_settings
 from tomstream.storage.postgres import BIGINT_MAX, storable_text
 
 T = TypeVar("T")
@@ -294,11 +292,16 @@ class CadenceDetail(CadenceOut):
 
 def make_router(
     require_user: Callable[..., Any],
+    connection: Callable[..., Iterator[psycopg.Connection]],
     *,
     config: CadenceConfig | None = None,
-    settings: Settings | None = None,
 ) -> APIRouter:
-    """The cadence routes, every one behind ``require_user`` (the including app's auth)."""
+    """The cadence routes, every one behind ``require_user`` (the including app's auth).
+
+    ``connection`` is a dependency of the including app that yields a connection inside one
+    transaction, committed when the handler returns normally (the spectrum API's: one of its
+    pool's connections).
+    """
     cadences_config = config or load_config()
     router = APIRouter(
         dependencies=[Depends(require_user)],
@@ -306,12 +309,6 @@ def make_router(
         responses=_ERRORS,
         tags=["cadences"],
     )
-
-    def connection() -> Iterator[psycopg.Connection]:
-        # One short transaction per request: committed when the handler returns normally.
-        dsn = (settings or process_settings()).postgres_dsn
-        with psycopg.connect(dsn, connect_timeout=5) as conn, conn.transaction():
-            yield conn
 
     def template_out(row: dict[str, Any]) -> TemplateOut:
         return TemplateOut(id=row.pop("template_id"), **row)
@@ -455,9 +452,15 @@ def detail(conn: psycopg.Connection, row: CadenceRow) -> CadenceDetail:
     )
 
 
-def for_spectra_api(settings: Settings) -> APIRouter:
+def for_spectra_api() -> APIRouter:
     """The cadence routes behind the spectrum API's own authentication (bearer token or
-    session with CSRF): what ``services/spectra_api/main.py`` includes."""
+    session with CSRF), on its connection pool: what ``services/spectra_api/main.py``
+    includes."""
     from services.spectra_api.auth import authenticate
+    from services.spectra_api.context import get_context
 
-    return make_router(authenticate, settings=settings)
+    def pooled_transaction(request: Request) -> Iterator[psycopg.Connection]:
+        with get_context(request).connection() as conn, conn.transaction():
+            yield conn
+
+    return make_router(authenticate, pooled_transaction)

@@ -89,7 +89,7 @@ def create_app(settings: Settings, api_settings: ApiSettings | None = None) -> F
     app.include_router(health.router)
     app.include_router(accounts.router)
     app.include_router(elasticc2.router)
-    app.include_router(cadence_http.for_spectra_api(settings))
+    app.include_router(cadence_http.for_spectra_api())
     app.middleware("http")(_measure)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -418,11 +418,21 @@ def _user() -> str:
     return "tester"
 
 
+def _connection_to(settings: Settings) -> Callable[[], Iterator[psycopg.Connection]]:
+    """A connection per request, in one transaction (the spectrum API lends a pooled one)."""
+
+    def connection() -> Iterator[psycopg.Connection]:
+        with psycopg.connect(settings.postgres_dsn) as conn, conn.transaction():
+            yield conn
+
+    return connection
+
+
 @pytest.fixture
 def api(isolated: Callable[[str], Isolated]) -> Iterator[tuple[TestClient, Settings]]:
     deployment = isolated("cadapi")
     app = FastAPI()
-    app.include_router(make_router(_user, settings=deployment.settings))
+    app.include_router(make_router(_user, _connection_to(deployment.settings)))
     with TestClient(app) as client:
         yield client, deployment.settings
 
@@ -537,7 +547,7 @@ def test_http_needs_the_apps_auth(isolated: Callable[[str], Isolated]) -> None:
         raise HTTPException(401, "no user")
 
     app = FastAPI()
-    app.include_router(make_router(deny, settings=isolated("cadauth").settings))
+    app.include_router(make_router(deny, _connection_to(isolated("cadauth").settings)))
     with TestClient(app) as client:
         assert client.get("/api/cadences").status_code == 401
 
