@@ -84,9 +84,16 @@ class RawArchive:
             else:
                 stored_through = block["lastOffset"]
                 pending = []
-        self._progress.update_one(
-            {"_id": key}, {"$max": {"storedThrough": stored_through}}, upsert=True
-        )
+        self._advance_progress(key, stored_through)
+
+    def _advance_progress(self, key: str, stored_through: int) -> None:
+        update = {"$max": {"storedThrough": stored_through}}
+        try:
+            self._progress.update_one({"_id": key}, update, upsert=True)
+        except DuplicateKeyError:
+            # Two first upserts of one partition raced and the other inserted the document:
+            # it exists now, so the update finds it.
+            self._progress.update_one({"_id": key}, update)
 
 
 def block_document(
