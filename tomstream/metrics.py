@@ -75,6 +75,7 @@ class BatchHistogram:
         self._documentation = documentation
         self._labelnames = list(labelnames)
         self._bounds = np.asarray(sorted(buckets), dtype=float)
+        self._edges = [*(floatToGoString(b) for b in self._bounds), "+Inf"]  # the `le` labels
         self._counts: dict[tuple[str, ...], np.ndarray] = {}  # per bucket, +Inf last
         self._sums: dict[tuple[str, ...], float] = {}
         self._lock = threading.Lock()
@@ -105,11 +106,10 @@ class BatchHistogram:
             snapshot = [
                 (key, counts.cumsum(), self._sums[key]) for key, counts in self._counts.items()
             ]
-        edges = [*(floatToGoString(b) for b in self._bounds), "+Inf"]
         for key, cumulative, total in snapshot:
             family.add_metric(
                 list(key),
-                [(edge, float(count)) for edge, count in zip(edges, cumulative, strict=True)],
+                [(edge, float(count)) for edge, count in zip(self._edges, cumulative, strict=True)],
                 total,
             )
         yield family

@@ -1,9 +1,10 @@
 """The cadence HTTP API: observation templates, cadences and their observations.
 
 :func:`make_router` returns a FastAPI ``APIRouter``; the app that serves it (the spectrum API's,
-``services/spectra_api/main.py``) passes its own authentication dependency, so both APIs share
-one auth. Every route answers JSON; bad input gets a 400 (an unknown id a 404) with
-``{"status": "error", "error": "..."}``, as the spectrum API does.
+``services/spectra_api/main.py``) passes its own authentication dependency and its own
+connections, so both APIs share one auth and one connection pool. Every route answers JSON;
+bad input gets a 400 (an unknown id a 404) with ``{"status": "error", "error": "..."}``, as
+the spectrum API does.
 
 * ``POST /api/observation-templates`` ``{name, facility, parameters}`` → 201 with its ``id``;
   ``GET /api/observation-templates``; ``GET`` / ``DELETE /api/observation-templates/{id}``;
@@ -450,17 +451,3 @@ def detail(conn: psycopg.Connection, row: CadenceRow) -> CadenceDetail:
         observations=[ObservationOut.of(obs) for obs in observations],
         history=[DecisionOut(**item) for item in storage.history(conn, row.cadence_id)],
     )
-
-
-def for_spectra_api() -> APIRouter:
-    """The cadence routes behind the spectrum API's own authentication (bearer token or
-    session with CSRF), on its connection pool: what ``services/spectra_api/main.py``
-    includes."""
-    from services.spectra_api.auth import authenticate
-    from services.spectra_api.context import get_context
-
-    def pooled_transaction(request: Request) -> Iterator[psycopg.Connection]:
-        with get_context(request).connection() as conn, conn.transaction():
-            yield conn
-
-    return make_router(authenticate, pooled_transaction)

@@ -110,7 +110,8 @@ class IngestStore:
                 map(_object_row, objects.values()),
                 on_conflict=_OBJECT_UPSERT,
             )
-            if sources:  # usually: every history row of the batch was already known
+            # Nothing to COPY when every history row is known already (a replayed batch).
+            if sources:
                 copy_insert(conn, "diasource", SOURCE_COLUMNS, sources.values())
             if forced:
                 copy_insert(conn, "diaforcedsource", FORCED_COLUMNS, forced.values())

@@ -105,3 +105,10 @@ _PREFETCH = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prefetch")
 def get_context(request: Request) -> ApiContext:
     context: ApiContext = request.app.state.context
     return context
+
+
+def pooled_transaction(request: Request) -> Iterator[psycopg.Connection]:
+    """A dependency: a pooled connection in one transaction, committed when the handler
+    returns normally (what the cadence routes write through)."""
+    with get_context(request).connection() as conn, conn.transaction():
+        yield conn

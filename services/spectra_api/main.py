@@ -19,8 +19,9 @@ from psycopg_pool import ConnectionPool
 
 from services.cadence import http as cadence_http
 from services.spectra_api import errors
+from services.spectra_api.auth import authenticate
 from services.spectra_api.config import ApiSettings
-from services.spectra_api.context import ApiContext
+from services.spectra_api.context import ApiContext, pooled_transaction
 from services.spectra_api.handlers import accounts, elasticc2, health
 from tomstream.config import Settings
 from tomstream.outbox import OutboxRelay
@@ -89,7 +90,8 @@ def create_app(settings: Settings, api_settings: ApiSettings | None = None) -> F
     app.include_router(health.router)
     app.include_router(accounts.router)
     app.include_router(elasticc2.router)
-    app.include_router(cadence_http.for_spectra_api())
+    # The cadence routes, behind this API's auth and on its connection pool.
+    app.include_router(cadence_http.make_router(authenticate, pooled_transaction))
     app.middleware("http")(_measure)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -50,6 +50,9 @@ def push(context: ApiContext, messages: list[BrokerMessageIn]) -> dict[str, int]
     stored = []
     for message in messages:
         record = _record(message)
+        # Read back from its own Avro encoding: the probabilities become the 32-bit floats a
+        # Kafka message carries, so this and the same classification read from Kafka hash
+        # (and deduplicate) alike.
         payload = avro.encode(avro.BROKER_CLASSIFICATION, record)
         published = record["brokerPublishTimestamp"]
         stored.append(
