@@ -31,7 +31,7 @@ print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], se
         > /tmp/requirements.txt \
     && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
 
-# Then the project itself, as a wheel (with its package data: schemas/avro/**/*.avsc and
+# Then the project itself, as a wheel (with its package data: tomstream/schemas/avro/**/*.avsc and
 # tomstream/migrations/*.sql). .dockerignore keeps tests, tools, docs and the like out.
 COPY . .
 RUN pip wheel --no-deps --wheel-dir /wheels . \

@@ -4,13 +4,13 @@ One run on a synthetic ELAsTiCC2 (``elasticc.v0_9_1``) stream measures, on the s
 servers:
 
 * bare decode: ``tomstream.avro.decode_alert`` over every payload, in memory (alerts/s), and
-  decode + ``services.ingest.alerts.alert_rows``;
-* ingest: ``services.ingest.service.run`` consuming the stream from Kafka into PostgreSQL and
-  MongoDB (alerts/s; target ≥ 60 % of bare decode);
+  decode + ``tomstream.services.ingest.alerts.alert_rows``;
+* ingest: ``tomstream.services.ingest.service.run`` consuming the stream from Kafka into
+  PostgreSQL and MongoDB (alerts/s; target ≥ 60 % of bare decode);
 * a naive ingest baseline, as the DESC TOM wrote: one auto-committed INSERT per row and one
   Mongo insert per alert, on a sample;
-* broker_poll: ``services.broker_poll.service.run`` on two fake-broker classification messages
-  per alert (messages/s; target ≥ 20,000/s);
+* broker_poll: ``tomstream.services.broker_poll.service.run`` on two fake-broker classification
+  messages per alert (messages/s; target ≥ 20,000/s);
 * a naive broker_poll baseline: one auto-committed INSERT and one Mongo insert per message.
 
 How the service rates are timed: the service runs in this process (its consumer in the main
@@ -66,27 +66,27 @@ from pymongo.errors import DuplicateKeyError
 from rich.console import Console
 from rich.table import Table
 
-from services.broker_poll import BATCH_SIZE as BROKER_POLL_BATCH_SIZE
-from services.broker_poll import service as broker_poll_service
-from services.broker_poll.archive import count_raw_messages
-from services.broker_poll.config import BrokerPollConfig, BrokerSource
-from services.fakebroker.classify import classification_messages
-from services.ingest import BATCH_SIZE as INGEST_BATCH_SIZE
-from services.ingest import service as ingest_service
-from services.ingest.alerts import AlertRows, alert_rows
-from services.sim.alerts import (
-    FORCED_AFTER_FIRST_DETECTION_DAYS,
-    FORCED_BEFORE_FIRST_DETECTION_DAYS,
-    FULL_HISTORY_DAYS,
-    MAX_EPOCHS_PER_OBJECT,
-    SIM_VERSION,
-)
 from tomstream import avro
 from tomstream.classification_reader import read_classification
 from tomstream.config import Settings, load_settings
 from tomstream.consumer import collector_tuned_for_batches
 from tomstream.kafka import Outgoing, deliver, ensure_topics, make_producer
 from tomstream.logs import configure_logging
+from tomstream.services.broker_poll import BATCH_SIZE as BROKER_POLL_BATCH_SIZE
+from tomstream.services.broker_poll import service as broker_poll_service
+from tomstream.services.broker_poll.archive import count_raw_messages
+from tomstream.services.broker_poll.config import BrokerPollConfig, BrokerSource
+from tomstream.services.fakebroker.classify import classification_messages
+from tomstream.services.ingest import BATCH_SIZE as INGEST_BATCH_SIZE
+from tomstream.services.ingest import service as ingest_service
+from tomstream.services.ingest.alerts import AlertRows, alert_rows
+from tomstream.services.sim.alerts import (
+    FORCED_AFTER_FIRST_DETECTION_DAYS,
+    FORCED_BEFORE_FIRST_DETECTION_DAYS,
+    FULL_HISTORY_DAYS,
+    MAX_EPOCHS_PER_OBJECT,
+    SIM_VERSION,
+)
 from tomstream.storage.migrations import migrate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -649,28 +649,40 @@ SAMPLE_RULES: tuple[tuple[str, str, str], ...] = (
     ("Kafka: offset commit", "tomstream/consumer.py", "_commit"),
     ("decode: fastavro (decode_alert)", "tomstream/avro.py", "decode_alert"),
     ("decode: read_classification", "tomstream/classification_reader.py", ""),
-    ("decode: alert_rows", "services/ingest/alerts.py", ""),
-    ("decode: classification_message", "services/broker_poll/service.py", "classification_message"),
+    ("decode: alert_rows", "tomstream/services/ingest/alerts.py", ""),
+    (
+        "decode: classification_message",
+        "tomstream/services/broker_poll/service.py",
+        "classification_message",
+    ),
     ("MongoDB: find (existing ids)", "pymongo/synchronous/cursor.py", ""),
     ("MongoDB: insert_many (incl. BSON)", "pymongo/synchronous/collection.py", "insert_many"),
     ("MongoDB: bulk_write (incl. BSON)", "pymongo/synchronous/collection.py", "bulk_write"),
-    ("MongoDB: build documents", "services/ingest/storage.py", "_raw_document"),
-    ("MongoDB: build documents", "services/broker_poll/archive.py", "block_document"),
+    ("MongoDB: build documents", "tomstream/services/ingest/storage.py", "_raw_document"),
+    ("MongoDB: build documents", "tomstream/services/broker_poll/archive.py", "block_document"),
     ("PostgreSQL: COMMIT", "psycopg/transaction.py", "__exit__"),
     ("PostgreSQL: CREATE TEMP TABLE IF NOT EXISTS", "psycopg/connection.py", "execute"),
     ("PostgreSQL: COPY rows (format + send)", "psycopg/_copy.py", "write_row"),
     ("PostgreSQL: COPY end", "psycopg/_copy.py", "__exit__"),
     ("PostgreSQL: INSERT … SELECT … ON CONFLICT", "psycopg/cursor.py", "execute"),
-    ("PostgreSQL: classifier ids", "services/broker_poll/storage.py", "_classifier_ids_for"),
+    (
+        "PostgreSQL: classifier ids",
+        "tomstream/services/broker_poll/storage.py",
+        "_classifier_ids_for",
+    ),
     ("PostgreSQL: other (psycopg)", "tomstream/storage/postgres.py", ""),
-    ("store: content_hash (sha256)", "services/broker_poll/storage.py", "content_hash"),
-    ("store: row tuples", "services/broker_poll/storage.py", "_message_row"),
-    ("store: row tuples", "services/ingest/storage.py", "_object_row"),
-    ("store: row tuples", "services/ingest/storage.py", "_receipt_row"),
-    ("store: IngestStore.write (dedup loops)", "services/ingest/storage.py", "write"),
-    ("store: observe_delays (metrics)", "services/broker_poll/service.py", "observe_delays"),
-    ("store: other (handler.store)", "services/ingest/service.py", "store"),
-    ("store: other (handler.store)", "services/broker_poll/service.py", "store"),
+    ("store: content_hash (sha256)", "tomstream/services/broker_poll/storage.py", "content_hash"),
+    ("store: row tuples", "tomstream/services/broker_poll/storage.py", "_message_row"),
+    ("store: row tuples", "tomstream/services/ingest/storage.py", "_object_row"),
+    ("store: row tuples", "tomstream/services/ingest/storage.py", "_receipt_row"),
+    ("store: IngestStore.write (dedup loops)", "tomstream/services/ingest/storage.py", "write"),
+    (
+        "store: observe_delays (metrics)",
+        "tomstream/services/broker_poll/service.py",
+        "observe_delays",
+    ),
+    ("store: other (handler.store)", "tomstream/services/ingest/service.py", "store"),
+    ("store: other (handler.store)", "tomstream/services/broker_poll/service.py", "store"),
     ("MongoDB: waiting for the write beside PostgreSQL", "tomstream/storage/beside.py", ""),
     ("consumer core: waiting for the store", "tomstream/consumer.py", "_finish_store"),
     # Last: the loop's own line, i.e. librdkafka's consume() (a C call has no frame).
@@ -1406,16 +1418,19 @@ _COMMON_PARTS = (
 )
 BREAKDOWNS: dict[str, tuple[tuple[str, str], tuple[Part, ...]]] = {
     "ingest": (
-        ("services/ingest/service.py", "run"),
+        ("tomstream/services/ingest/service.py", "run"),
         (
-            Part("  decode step (IngestHandler.decode)", ("services/ingest/service.py", "decode")),
+            Part(
+                "  decode step (IngestHandler.decode)",
+                ("tomstream/services/ingest/service.py", "decode"),
+            ),
             Part("    decode_alert (fastavro)", ("tomstream/avro.py", "decode_alert")),
-            Part("    alert_rows", ("services/ingest/alerts.py", "alert_rows")),
+            Part("    alert_rows", ("tomstream/services/ingest/alerts.py", "alert_rows")),
             *_COMMON_PARTS,
         ),
     ),
     "broker_poll": (
-        ("services/broker_poll/service.py", "run"),
+        ("tomstream/services/broker_poll/service.py", "run"),
         (
             Part("  decode step (BrokerPollHandler.decode)", ("broker_poll/service.py", "decode")),
             Part("    read_classification", ("classification_reader.py", "read_classification")),

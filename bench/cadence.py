@@ -52,8 +52,10 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from services.cadence.config import load_config
-from services.cadence.service import (
+from tomstream.config import Settings, load_settings
+from tomstream.outbox import OutboxRelay
+from tomstream.services.cadence.config import load_config
+from tomstream.services.cadence.service import (
     STATUS_TOPIC,
     TRIGGER_TOPIC,
     Decider,
@@ -63,8 +65,6 @@ from services.cadence.service import (
     Trigger,
     create_cadence,
 )
-from tomstream.config import Settings, load_settings
-from tomstream.outbox import OutboxRelay
 from tomstream.storage.migrations import migrate
 
 REPO = Path(__file__).resolve().parents[1]

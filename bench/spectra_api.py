@@ -55,11 +55,11 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.spectra_api import auth  # noqa: E402
-from services.spectra_api.services.mjd import datetime_of  # noqa: E402
-from services.spectra_api.storage import accounts  # noqa: E402
 from tomstream.client import wait_until_ready  # noqa: E402
 from tomstream.config import Settings  # noqa: E402
+from tomstream.services.spectra_api import auth  # noqa: E402
+from tomstream.services.spectra_api.services.mjd import datetime_of  # noqa: E402
+from tomstream.services.spectra_api.storage import accounts  # noqa: E402
 from tomstream.storage.migrations import migrate  # noqa: E402
 
 SECTION = "spectra_api"

@@ -82,7 +82,7 @@ def _from_testcontainers(stack: ExitStack) -> Servers | None:
 
 
 def _from_local_stack(stack: ExitStack) -> Servers:
-    from tomstream.stack import Stack
+    from tomstream.shell.stack import Stack
 
     local = Stack(Settings())
     already_running = all(server.process.running() for server in local.servers)

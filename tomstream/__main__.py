@@ -1,3 +1,3 @@
-from tomstream.cli import main
+from tomstream.shell.cli import main
 
 main()

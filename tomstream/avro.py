@@ -1,7 +1,7 @@
 """The Avro codec shared by every service.
 
-- :func:`load_schema` loads one of the project's schemas (``schemas/avro``) by its full name,
-  resolving the named types it references from sibling files.
+- :func:`load_schema` loads one of the project's schemas (``tomstream/schemas/avro``) by its
+  full name, resolving the named types it references from sibling files.
 - :func:`encode` / :func:`decode` write and read one schemaless record (no header, no schema).
 - :func:`frame_confluent` / :func:`unframe_confluent` add and strip the Confluent wire-format
   header (magic byte ``0`` + 4-byte big-endian schema id) that Rubin uses on Kafka.
@@ -27,7 +27,7 @@ import fastavro
 import fastavro.schema
 from fastavro.types import Schema
 
-from schemas import SCHEMA_DIR
+from tomstream.schemas import SCHEMA_DIR
 
 __all__ = [
     "BROKER_CLASSIFICATION",
@@ -217,7 +217,7 @@ RUBIN_SCHEMA_IDS: Mapping[int, str] = MappingProxyType(
     }
 )
 """Confluent schema id -> alert schema name for Rubin alerts. To support a new Rubin version, add
-its files under ``schemas/avro/lsst/vNN_M/`` and an entry here (or pass a mapping to
+its files under ``tomstream/schemas/avro/lsst/vNN_M/`` and an entry here (or pass a mapping to
 :class:`AlertDecoder`)."""
 
 

@@ -22,7 +22,7 @@ from pymongo import MongoClient
 from tomstream import avro
 from tomstream.config import Settings
 from tomstream.kafka import make_producer
-from tomstream.stack import Stack
+from tomstream.shell.stack import Stack
 
 pytestmark = pytest.mark.integration
 

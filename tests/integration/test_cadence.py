@@ -23,9 +23,11 @@ from conftest import Isolated, read_topic
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from services.cadence.config import load_config
-from services.cadence.http import make_router
-from services.cadence.service import (
+from tomstream.config import Settings
+from tomstream.kafka import ensure_topics
+from tomstream.services.cadence.config import load_config
+from tomstream.services.cadence.http import make_router
+from tomstream.services.cadence.service import (
     STATUS_TOPIC,
     TRIGGER_TOPIC,
     NewCadence,
@@ -35,8 +37,6 @@ from services.cadence.service import (
     Trigger,
     create_cadence,
 )
-from tomstream.config import Settings
-from tomstream.kafka import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -465,7 +465,10 @@ def test_http_templates_cadences_and_observations(api: tuple[TestClient, Setting
     assert response.status_code == 201, response.text
     cadence = response.json()
     assert cadence["active"] is True
-    assert cadence["strategy"] == "services.cadence.strategies.resume.ResumeCadenceAfterFailure"
+    assert (
+        cadence["strategy"]
+        == "tomstream.services.cadence.strategies.resume.ResumeCadenceAfterFailure"
+    )
     (first,) = cadence["observations"]
     assert first["request_id"] == f"cad{cadence['id']}-1"
     assert [h["outcome"] for h in cadence["history"]] == ["emitted"]
@@ -555,9 +558,9 @@ def test_http_needs_the_apps_auth(isolated: Callable[[str], Isolated]) -> None:
 def test_http_served_by_the_spectrum_api_with_its_auth(
     isolated: Callable[[str], Isolated],
 ) -> None:
-    from services.spectra_api.auth import digest, new_token
-    from services.spectra_api.main import create_app
-    from services.spectra_api.storage import accounts
+    from tomstream.services.spectra_api.auth import digest, new_token
+    from tomstream.services.spectra_api.main import create_app
+    from tomstream.services.spectra_api.storage import accounts
 
     settings = isolated("cadspec").settings
     token = new_token()

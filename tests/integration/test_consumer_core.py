@@ -13,10 +13,11 @@ import psycopg
 import pytest
 from conftest import read_topic
 
-from tomstream import metrics, roundtrip
+from tomstream import metrics
 from tomstream.config import Settings
 from tomstream.consumer import Decoded, run_consumer
 from tomstream.kafka import ensure_topics, make_producer
+from tomstream.shell import roundtrip
 
 pytestmark = pytest.mark.integration
 

@@ -12,14 +12,14 @@ from conftest import Isolated
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from services.broker_poll.archive import (
+from tomstream.services.broker_poll.archive import (
     BLOCKS,
     PROGRESS,
     RawArchive,
     count_raw_messages,
     raw_messages,
 )
-from services.broker_poll.storage import ClassificationMessage
+from tomstream.services.broker_poll.storage import ClassificationMessage
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,9 @@ import pytest
 from astropy.io import fits
 from conftest import SHARED, Isolated, missing_reference, read_topic
 
-from services.sim import alerts, send, storage, synth
 from tomstream.avro import decode_alert
 from tomstream.config import Settings
+from tomstream.services.sim import alerts, send, storage, synth
 
 pytestmark = pytest.mark.integration
 

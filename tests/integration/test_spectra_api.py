@@ -38,10 +38,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from services.spectra_api.main import create_app
 from tomstream import avro
 from tomstream.client import TomClient, wait_until_ready
 from tomstream.config import Settings
+from tomstream.services.spectra_api.main import create_app
 
 pytestmark = pytest.mark.integration
 

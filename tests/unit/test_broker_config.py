@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.broker_poll.config import DEFAULT, BrokerConfigError, load_config
 from tomstream.config import Settings
+from tomstream.services.broker_poll.config import DEFAULT, BrokerConfigError, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from services.broker_poll.archive import block_document, pushed_document
-from services.broker_poll.service import observe_delays
-from services.broker_poll.storage import ClassificationMessage
 from tomstream.metrics import BatchHistogram
+from tomstream.services.broker_poll.archive import block_document, pushed_document
+from tomstream.services.broker_poll.service import observe_delays
+from tomstream.services.broker_poll.storage import ClassificationMessage
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 

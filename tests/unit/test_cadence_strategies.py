@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from services.cadence.config import ConfigError, load_config
-from services.cadence.facilities import (
+from tomstream.services.cadence.config import ConfigError, load_config
+from tomstream.services.cadence.facilities import (
     FAKE,
     LCO_STATUSES,
     Facility,
@@ -25,7 +25,7 @@ from services.cadence.facilities import (
     Window,
     default_facilities,
 )
-from services.cadence.service import (
+from tomstream.services.cadence.service import (
     EventEffect,
     StatusEvent,
     Target,
@@ -34,8 +34,8 @@ from services.cadence.service import (
     evaluate,
     strategy_view,
 )
-from services.cadence.storage import CadenceRow, ObservationRow
-from services.cadence.strategies import (
+from tomstream.services.cadence.storage import CadenceRow, ObservationRow
+from tomstream.services.cadence.strategies import (
     ResumeCadenceAfterFailure,
     RetryFailedObservations,
     StrategyError,
@@ -45,8 +45,8 @@ from services.cadence.strategies import (
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 HOURS_72 = timedelta(hours=72)
 FAKE_FACILITY = default_facilities()[FAKE]
-RESUME = "services.cadence.strategies.resume.ResumeCadenceAfterFailure"
-RETRY = "services.cadence.strategies.retry.RetryFailedObservations"
+RESUME = "tomstream.services.cadence.strategies.resume.ResumeCadenceAfterFailure"
+RETRY = "tomstream.services.cadence.strategies.retry.RetryFailedObservations"
 
 
 def cadence(strategy: str = RESUME, **changes: object) -> CadenceRow:
@@ -412,7 +412,7 @@ def _plugin(root: Path, package: str) -> str:
     (root / package / "cadences.py").write_text(
         textwrap.dedent(
             f"""
-            from services.cadence.strategies import CadenceStrategy, StrategyResult
+            from tomstream.services.cadence.strategies import CadenceStrategy, StrategyResult
 
             class Nightly(CadenceStrategy):
                 def decide(self, view):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import typer
 
-from tomstream.cli import app
+from tomstream.shell.cli import app
 
 
 def _command_paths(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

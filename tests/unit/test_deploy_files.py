@@ -30,8 +30,8 @@ import typer.main
 import yaml
 from check_jsonschema.builtin_schemas import get_builtin_schema
 
-from tomstream.cli import app
 from tomstream.config import ENV_PREFIX, Settings, load_settings
+from tomstream.shell.cli import app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"

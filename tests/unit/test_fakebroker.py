@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.fakebroker.classify import (
+from tomstream import avro
+from tomstream.services.fakebroker.classify import (
     RANDOM_CLASSES,
     REST_CLASS,
     classification_messages,
     nugent,
     random_sn_type,
 )
-from tomstream import avro
 
 
 def test_nugent_is_certain_of_ia() -> None:

@@ -8,9 +8,9 @@ import fastavro
 import pytest
 from conftest import SHARED, missing_reference
 
-from services.ingest.alerts import alert_rows
 from tomstream import avro
 from tomstream.avro import DecodeError
+from tomstream.services.ingest.alerts import alert_rows
 
 
 def elasticc_alert(history: int = 2) -> dict:

@@ -25,8 +25,8 @@ import yaml
 from conftest import IN_CI
 from test_deploy_files import SERVICES, CommandLineError, resolve_tomstream_command
 
-from services.spectra_api.config import ApiSettings
 from tomstream.config import ENV_PREFIX, Settings
+from tomstream.services.spectra_api.config import ApiSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S = REPO_ROOT / "deploy" / "k8s"

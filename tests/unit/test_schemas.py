@@ -11,8 +11,8 @@ import fastavro.schema
 import pytest
 from conftest import missing_reference
 
-from schemas import SCHEMA_DIR
 from tomstream import avro
+from tomstream.schemas import SCHEMA_DIR
 
 REFERENCE_AVRO = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "avro"
 
@@ -20,8 +20,8 @@ _ELASTICC2 = ("alert", "diaSource", "diaForcedSource", "diaObject", "brokerClass
 _ELASTICC1 = (*_ELASTICC2, "diaNondetectionLimit")
 _RUBIN = ("alert", "diaSource", "diaForcedSource", "diaObject", "ssSource", "mpc_orbits")
 
-# Every schema file the project must ship, by its path under schemas/avro (which is also its path
-# under the reference folder).
+# Every schema file the project must ship, by its path under tomstream/schemas/avro (which is also
+# its path under the reference folder).
 EXPECTED = sorted(
     [f"elasticc.v0_9_1.{name}.avsc" for name in _ELASTICC2]
     + [f"elasticc.v0_9.{name}.avsc" for name in _ELASTICC1]

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.sim import alerts
-from services.sim.alerts import through_mjd_after
-from services.sim.storage import OBJECT_AVRO_FIELDS
 from tomstream import avro
+from tomstream.services.sim import alerts
+from tomstream.services.sim.alerts import through_mjd_after
+from tomstream.services.sim.storage import OBJECT_AVRO_FIELDS
 
 OBJECT_ID = 1696949
 Record = dict[str, Any]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from services.spectra_api.config import ApiSettings
-from services.spectra_api.main import create_app
 from tomstream.client import TomClient
 from tomstream.config import Settings
+from tomstream.services.spectra_api.config import ApiSettings
+from tomstream.services.spectra_api.main import create_app
 
 # Nothing listens there: any request that reaches the database fails, so a test that passes
 # proves the answer came before any data was read.

@@ -13,18 +13,18 @@ import orjson
 import pytest
 from psycopg_pool import PoolTimeout
 
-from services.spectra_api import auth, events
-from services.spectra_api.config import ApiSettings
-from services.spectra_api.context import ApiContext
-from services.spectra_api.errors import describe_validation_errors
-from services.spectra_api.models import LightCurveOptions, SpectraWantedRequest
-from services.spectra_api.responses import Json, desc_time
-from services.spectra_api.services import lightcurves, spectra
-from services.spectra_api.services.mjd import datetime_of, mjd_of
-from services.spectra_api.storage import photometry
-from services.spectra_api.storage.spectra import Wanted
 from tomstream import avro
 from tomstream.config import Settings
+from tomstream.services.spectra_api import auth, events
+from tomstream.services.spectra_api.config import ApiSettings
+from tomstream.services.spectra_api.context import ApiContext
+from tomstream.services.spectra_api.errors import describe_validation_errors
+from tomstream.services.spectra_api.models import LightCurveOptions, SpectraWantedRequest
+from tomstream.services.spectra_api.responses import Json, desc_time
+from tomstream.services.spectra_api.services import lightcurves, spectra
+from tomstream.services.spectra_api.services.mjd import datetime_of, mjd_of
+from tomstream.services.spectra_api.storage import photometry
+from tomstream.services.spectra_api.storage.spectra import Wanted
 
 
 def test_passwords_are_salted_scrypt_hashes() -> None:

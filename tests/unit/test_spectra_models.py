@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from services.spectra_api import models
-from services.spectra_api.errors import describe_validation_errors
+from tomstream.services.spectra_api import models
+from tomstream.services.spectra_api.errors import describe_validation_errors
 
 
 def error_of(model: type[BaseModel], data: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""The ELAsTiCC2 taxonomy the spectra API ships (services/spectra_api/data)."""
+"""The ELAsTiCC2 taxonomy the spectra API ships (tomstream/services/spectra_api/data)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import csv
 import io
 from importlib import resources
 
-from services.spectra_api import taxonomy
+from tomstream.services.spectra_api import taxonomy
 
 
 def test_the_package_carries_the_42_classes() -> None:
@@ -48,7 +48,11 @@ def test_classids_document_has_the_desc_shape() -> None:
 
 def test_match_levels_are_the_same_for_every_gentype_of_a_class() -> None:
     # classids_document reports one set of flags per class: the map must not disagree.
-    text = resources.files("services.spectra_api") / "data" / "elasticc2_gentype_classid_map.csv"
+    text = (
+        resources.files("tomstream.services.spectra_api")
+        / "data"
+        / "elasticc2_gentype_classid_map.csv"
+    )
     levels: dict[str, set[tuple[str, ...]]] = {}
     for row in csv.DictReader(io.StringIO(text.read_text())):
         flags = (row["exactmatch"], row["categorymatch"], row["broadmatch"], row["generalmatch"])

@@ -1,4 +1,4 @@
--- The spectrum cycle of the HTTP API (services/spectra_api): who may call it, which spectra are
+-- The spectrum cycle of the HTTP API (tomstream/services/spectra_api): who may call it, which spectra are
 -- wanted, who plans to take them, and what was found. Rows that name an object reference
 -- diaobject, so a request about an object tomstream never saw is refused by the database too.
 

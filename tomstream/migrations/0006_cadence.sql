@@ -1,4 +1,4 @@
--- Cadences (services/cadence): observation templates, observation groups and records, dynamic
+-- Cadences (tomstream/services/cadence): observation templates, observation groups and records, dynamic
 -- cadences and the history of their decisions. Exactly one request per step rests on two
 -- constraints of observation_record: a step number is used once per group, and an observation
 -- is followed up at most once (follows is unique), so a decision repeated after a crash or a
